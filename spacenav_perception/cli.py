@@ -1,0 +1,41 @@
+"""`spacenav`: one command, many subcommands.
+
+Each subcommand lives in spacenav_perception/commands/<name>.py and exposes
+`register(subparsers)` (adds its parser, sets `func`) so that importing the CLI stays cheap
+(heavy modules are imported inside the command functions).
+"""
+import argparse
+import importlib
+import sys
+
+SUBCOMMANDS = ('run', 'synth', 'train', 'eval', 'export', 'bag', 'bench', 'demo')
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='spacenav',
+        description='spacenav_perception: synthetic data, training, evaluation, export, '
+                    'bags, benchmarks and the in-process node runner.')
+    sub = parser.add_subparsers(dest='command', metavar='COMMAND')
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f'spacenav_perception.commands.{name}')
+        except ModuleNotFoundError as exc:
+            if exc.name != f'spacenav_perception.commands.{name}':
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, 'func', None):
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -22,7 +22,6 @@ setup(
     maintainer_email='maintainers@spacenav-perception.invalid',
     description='Learned optical-navigation perception (centroid, hazard segmentation) for ROS 2.',
     license='Apache-2.0',
-    tests_require=['pytest'],
     entry_points={
         'console_scripts': [
             'spacenav = spacenav_perception.cli:main',

@@ -1,0 +1,251 @@
+"""sensor_msgs/Image fields <-> numpy arrays, with validation. ROS-free (no rclpy import).
+
+Decoding (`image_to_array`) checks every field before touching the data and raises
+`ImageRejected` with a stable `.reason` code (a diagnostics key) and a message in plain words:
+
+    unsupported_encoding  encoding is not one of SUPPORTED_ENCODINGS
+    zero_size             width or height is 0 (or negative)
+    too_large             height * width > max_pixels (default 8192 * 8192)
+    step_too_small        step < width * bytes per pixel
+    data_length           len(data) != step * height
+    bad_data              data is not a byte buffer / sequence of ints in [0, 255]
+    non_finite            a 32FC1 frame holds NaN or Inf (rejected, never silently cleaned)
+
+The returned array is a *view* on `data` whenever the buffer allows it (bytes, bytearray,
+memoryview, array.array('B') as rclpy gives): row padding (`step`) becomes a row stride and
+`is_bigendian` becomes the dtype byte order ('>u2' / '<u2', '>f4' / '<f4'), so no bytes are copied.
+A plain list of ints is copied once. Views on immutable buffers (bytes) are read-only.
+
+Encoding (`array_to_image_fields`) gives the fields for publishing with step = width * bpp,
+is_bigendian = 0 and `data` a memoryview of a C-contiguous array (no copy when the array
+already is). rclpy's Image.data setter is fastest with an array.array('B'): use
+`byte_array(fields['data'])` (one copy) rather than assigning bytes/memoryview (checked per byte).
+
+Conversions: `to_mono_float` / `to_rgb_float` give float32 in [0, 1] (mono16 / 65535, 32FC1
+clipped, colour -> BT.601 luminance, alpha dropped); `to_mono_u8` / `to_rgb_u8` are the cheap
+8-bit paths (views or one cv2 call for 8-bit sources).
+"""
+from __future__ import annotations
+
+import array as _array
+
+import cv2
+import numpy as np
+
+SUPPORTED_ENCODINGS = ('mono8', 'mono16', 'rgb8', 'bgr8', 'rgba8', 'bgra8', '32FC1')
+
+# encoding -> (base dtype char, bytes per channel, channels)
+_LAYOUT = {
+    'mono8': ('u1', 1, 1),
+    'mono16': ('u2', 2, 1),
+    'rgb8': ('u1', 1, 3),
+    'bgr8': ('u1', 1, 3),
+    'rgba8': ('u1', 1, 4),
+    'bgra8': ('u1', 1, 4),
+    '32FC1': ('f4', 4, 1),
+}
+# Full-scale value of each encoding's samples (what maps to 1.0).
+FULL_SCALE = {'mono8': 255.0, 'mono16': 65535.0, 'rgb8': 255.0, 'bgr8': 255.0,
+              'rgba8': 255.0, 'bgra8': 255.0, '32FC1': 1.0}
+MONO_ENCODINGS = ('mono8', 'mono16', '32FC1')
+EIGHT_BIT_ENCODINGS = ('mono8', 'rgb8', 'bgr8', 'rgba8', 'bgra8')
+# BT.601 luma weights (the ones cv2.cvtColor uses), in R, G, B order.
+LUMA_RGB = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+class ImageRejected(ValueError):
+    """A frame that cannot be decoded. `.reason` is a short stable code (diagnostics key)."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def bytes_per_pixel(encoding: str) -> int:
+    _check_encoding(encoding)
+    _, size, channels = _LAYOUT[encoding]
+    return size * channels
+
+
+def channels_of(encoding: str) -> int:
+    _check_encoding(encoding)
+    return _LAYOUT[encoding][2]
+
+
+def _check_encoding(encoding) -> None:
+    if encoding not in _LAYOUT:
+        raise ImageRejected(
+            'unsupported_encoding',
+            f'image encoding {encoding!r} is not supported; supported encodings are '
+            f'{", ".join(SUPPORTED_ENCODINGS)}')
+
+
+def _as_int(value, field: str, reason: str) -> int:
+    try:
+        result = int(value)
+        if result != value:
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
+        raise ImageRejected(reason, f'image {field} {value!r} is not a whole number') from None
+    return result
+
+
+def _as_byte_buffer(data) -> np.ndarray:
+    """A flat uint8 numpy view on `data` (copy only for sequences that are not buffers)."""
+    if isinstance(data, np.ndarray):
+        if data.dtype == np.uint8 and data.ndim == 1 and data.flags.c_contiguous:
+            return data
+        data = memoryview(np.ascontiguousarray(data))
+    if isinstance(data, (bytes, bytearray, memoryview, _array.array)):
+        try:
+            view = memoryview(data)
+            if not view.c_contiguous:
+                raise ValueError('not contiguous')
+            return np.frombuffer(view.cast('B') if view.format != 'B' or view.ndim != 1 else view,
+                                 dtype=np.uint8)
+        except (TypeError, ValueError) as exc:
+            raise ImageRejected('bad_data', f'image data buffer cannot be read as bytes ({exc})') \
+                from None
+    if isinstance(data, str):
+        raise ImageRejected('bad_data', 'image data is a text string, not bytes')
+    try:
+        return np.array(data, dtype=np.uint8)
+    except (TypeError, ValueError, OverflowError):
+        raise ImageRejected('bad_data',
+                            'image data is not a sequence of integers in [0, 255]') from None
+
+
+def image_to_array(encoding, height, width, step, is_bigendian, data, *,
+                   max_pixels: int = 8192 * 8192) -> np.ndarray:
+    """Decode Image fields into (H, W) (mono, 32FC1) or (H, W, C) array; a view when possible."""
+    _check_encoding(encoding)
+    base, size, channels = _LAYOUT[encoding]
+    height = _as_int(height, 'height', 'zero_size')
+    width = _as_int(width, 'width', 'zero_size')
+    if height <= 0 or width <= 0:
+        raise ImageRejected('zero_size',
+                            f'image has no pixels: width {width}, height {height}')
+    if height * width > max_pixels:
+        raise ImageRejected(
+            'too_large', f'image of {width} x {height} = {width * height} pixels is larger '
+            f'than the limit of {max_pixels} pixels')
+    step = _as_int(step, 'step', 'step_too_small')
+    row_bytes = width * size * channels
+    if step < row_bytes:
+        raise ImageRejected(
+            'step_too_small', f'image step {step} bytes is smaller than one row of '
+            f'{width} {encoding} pixels ({row_bytes} bytes)')
+    buf = _as_byte_buffer(data)
+    if buf.size != step * height:
+        raise ImageRejected(
+            'data_length', f'image data holds {buf.size} bytes but step {step} x height {height} '
+            f'needs {step * height}')
+    order = '>' if (is_bigendian and size > 1) else '<'
+    dtype = np.dtype(order + base) if size > 1 else np.dtype(np.uint8)
+    if channels == 1:
+        shape, strides = (height, width), (step, size)
+    else:
+        shape, strides = (height, width, channels), (step, size * channels, size)
+    if step == row_bytes:
+        arr = buf.view(dtype).reshape(shape) if buf.size % size == 0 else None
+    else:
+        arr = None
+    if arr is None:
+        arr = np.ndarray(shape, dtype=dtype, buffer=buf, offset=0, strides=strides)
+    if encoding == '32FC1' and not np.isfinite(arr).all():
+        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        raise ImageRejected('non_finite',
+                            f'32FC1 image has {bad} NaN or infinite value(s) of {arr.size}')
+    return arr
+
+
+def _native(array: np.ndarray, dtype) -> np.ndarray:
+    """`array` as the native-byte-order `dtype` (no copy when it already is)."""
+    dtype = np.dtype(dtype)
+    if array.dtype == dtype:
+        return array
+    return array.astype(dtype)
+
+
+def _check_shape(array: np.ndarray, encoding: str) -> None:
+    _check_encoding(encoding)
+    channels = _LAYOUT[encoding][2]
+    ok = array.ndim == 2 if channels == 1 else (array.ndim == 3 and array.shape[2] == channels)
+    if not ok:
+        raise ValueError(f'array of shape {array.shape} does not fit encoding {encoding!r} '
+                         f'({channels} channel(s))')
+
+
+def array_to_image_fields(array: np.ndarray, encoding: str) -> dict:
+    """Image fields for publishing: height, width, encoding, is_bigendian=0, step, data.
+
+    `data` is a memoryview of a C-contiguous little-endian array (the array itself when it
+    already is one: no copy). The array must hold values of the encoding's type range
+    (uint8 for 8-bit, uint16 for mono16, float32 for 32FC1); other dtypes are converted.
+    """
+    array = np.asarray(array)
+    _check_shape(array, encoding)
+    base, size, channels = _LAYOUT[encoding]
+    arr = _native(array, '<' + base if size > 1 else np.uint8)
+    arr = np.ascontiguousarray(arr)
+    height, width = arr.shape[:2]
+    return {'height': int(height), 'width': int(width), 'encoding': encoding, 'is_bigendian': 0,
+            'step': int(width * size * channels), 'data': memoryview(arr).cast('B')}
+
+
+def byte_array(data) -> _array.array:
+    """array.array('B') of a buffer (one copy): the type rclpy's Image.data takes fastest."""
+    out = _array.array('B')
+    out.frombytes(data)
+    return out
+
+
+def to_mono_u8(array: np.ndarray, encoding: str) -> np.ndarray:
+    """(H, W) uint8. A view for mono8; one cv2 call for 8-bit colour; scaled for mono16/32FC1."""
+    _check_shape(array, encoding)
+    if encoding == 'mono8':
+        return array
+    if encoding == 'mono16':
+        return (_native(array, np.uint16) >> 8).astype(np.uint8)
+    if encoding == '32FC1':
+        f = np.clip(_native(array, np.float32), 0.0, 1.0)
+        return np.rint(f * 255.0).astype(np.uint8)
+    code = {'rgb8': cv2.COLOR_RGB2GRAY, 'bgr8': cv2.COLOR_BGR2GRAY,
+            'rgba8': cv2.COLOR_RGBA2GRAY, 'bgra8': cv2.COLOR_BGRA2GRAY}[encoding]
+    return cv2.cvtColor(array, code)
+
+
+def to_rgb_u8(array: np.ndarray, encoding: str) -> np.ndarray:
+    """(H, W, 3) uint8 RGB. A view for rgb8; one cv2 call otherwise (mono replicated)."""
+    _check_shape(array, encoding)
+    if encoding == 'rgb8':
+        return array
+    if encoding in ('mono16', '32FC1'):
+        return cv2.cvtColor(to_mono_u8(array, encoding), cv2.COLOR_GRAY2RGB)
+    code = {'mono8': cv2.COLOR_GRAY2RGB, 'bgr8': cv2.COLOR_BGR2RGB,
+            'rgba8': cv2.COLOR_RGBA2RGB, 'bgra8': cv2.COLOR_BGRA2RGB}[encoding]
+    return cv2.cvtColor(array, code)
+
+
+def to_mono_float(array: np.ndarray, encoding: str) -> np.ndarray:
+    """(H, W) float32 in [0, 1]: mono8 / 255, mono16 / 65535, 32FC1 clipped, colour -> luma."""
+    _check_shape(array, encoding)
+    if encoding in MONO_ENCODINGS:
+        f = _native(array, np.float32)
+        if encoding == '32FC1':
+            return np.clip(f, 0.0, 1.0)
+        return f * np.float32(1.0 / FULL_SCALE[encoding])
+    rgb = array[..., [2, 1, 0]] if encoding.startswith('bgr') else array[..., :3]
+    weights = LUMA_RGB / np.float32(255.0)
+    return np.clip(rgb.astype(np.float32) @ weights, 0.0, 1.0).astype(np.float32)
+
+
+def to_rgb_float(array: np.ndarray, encoding: str) -> np.ndarray:
+    """(H, W, 3) float32 in [0, 1], RGB order: mono replicated, BGR swapped, alpha dropped."""
+    _check_shape(array, encoding)
+    if encoding in MONO_ENCODINGS:
+        mono = to_mono_float(array, encoding)
+        return np.repeat(mono[:, :, None], 3, axis=2)
+    rgb = array[..., [2, 1, 0]] if encoding.startswith('bgr') else array[..., :3]
+    return rgb.astype(np.float32) * np.float32(1.0 / 255.0)

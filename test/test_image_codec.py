@@ -1,0 +1,162 @@
+"""core/image_codec: round trips, zero-copy views, every rejection reason, property test."""
+import array
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spacenav_perception.core.image_codec import (
+    SUPPORTED_ENCODINGS, ImageRejected, array_to_image_fields, byte_array, bytes_per_pixel,
+    image_to_array, to_mono_float, to_mono_u8, to_rgb_float, to_rgb_u8)
+
+RNG = np.random.default_rng(7)
+
+
+def sample_array(encoding, h=5, w=7):
+    if encoding == 'mono8':
+        return RNG.integers(0, 256, (h, w), dtype=np.uint8)
+    if encoding == 'mono16':
+        return RNG.integers(0, 65536, (h, w), dtype=np.uint16)
+    if encoding == '32FC1':
+        return RNG.random((h, w), dtype=np.float32)
+    channels = 4 if encoding in ('rgba8', 'bgra8') else 3
+    return RNG.integers(0, 256, (h, w, channels), dtype=np.uint8)
+
+
+def padded_bytes(arr, pad, big_endian=False):
+    """Serialise an (H, W[, C]) array with `pad` bytes of padding after each row."""
+    if arr.dtype.itemsize > 1:
+        arr = arr.astype(arr.dtype.newbyteorder('>' if big_endian else '<'))
+    rows = arr.reshape(arr.shape[0], -1).view(np.uint8).reshape(arr.shape[0], -1)
+    out = np.full((arr.shape[0], rows.shape[1] + pad), 0xAB, np.uint8)
+    out[:, :rows.shape[1]] = rows
+    return out.tobytes(), rows.shape[1] + pad
+
+
+@pytest.mark.parametrize('encoding', SUPPORTED_ENCODINGS)
+def test_round_trip_every_encoding(encoding):
+    arr = sample_array(encoding)
+    fields = array_to_image_fields(arr, encoding)
+    assert fields['step'] == arr.shape[1] * bytes_per_pixel(encoding)
+    assert fields['is_bigendian'] == 0 and fields['encoding'] == encoding
+    back = image_to_array(fields['encoding'], fields['height'], fields['width'], fields['step'],
+                          fields['is_bigendian'], bytes(fields['data']))
+    np.testing.assert_array_equal(back, arr)
+
+
+@pytest.mark.parametrize('encoding', SUPPORTED_ENCODINGS)
+@pytest.mark.parametrize('big_endian', [False, True])
+def test_padded_step_is_a_strided_view(encoding, big_endian):
+    arr = sample_array(encoding)
+    data, step = padded_bytes(arr, pad=3, big_endian=big_endian)
+    buf = bytearray(data)
+    out = image_to_array(encoding, arr.shape[0], arr.shape[1], step, int(big_endian), buf)
+    np.testing.assert_array_equal(out, arr)
+    assert np.shares_memory(out, np.frombuffer(buf, np.uint8))
+    assert out.strides[0] == step
+
+
+@pytest.mark.parametrize('encoding,dtype', [('mono16', '>u2'), ('32FC1', '>f4')])
+def test_big_endian_is_a_view_with_byte_order_dtype(encoding, dtype):
+    arr = sample_array(encoding).astype(dtype)
+    buf = bytearray(arr.tobytes())
+    out = image_to_array(encoding, arr.shape[0], arr.shape[1], arr.shape[1] * arr.itemsize, 1, buf)
+    assert out.dtype == np.dtype(dtype)
+    assert np.shares_memory(out, np.frombuffer(buf, np.uint8))
+    np.testing.assert_array_equal(out, arr)
+
+
+@pytest.mark.parametrize('make', [bytes, bytearray, memoryview, lambda b: array.array('B', b)])
+def test_zero_copy_for_buffer_types(make):
+    arr = sample_array('rgb8')
+    data = make(arr.tobytes())
+    out = image_to_array('rgb8', 5, 7, 21, 0, data)
+    np.testing.assert_array_equal(out, arr)
+    assert np.shares_memory(out, np.frombuffer(data, np.uint8))
+
+
+def test_list_data_is_accepted():
+    arr = sample_array('mono8')
+    out = image_to_array('mono8', 5, 7, 7, 0, list(arr.tobytes()))
+    np.testing.assert_array_equal(out, arr)
+
+
+def test_encoding_fields_share_memory_with_contiguous_array():
+    arr = sample_array('mono16')
+    fields = array_to_image_fields(arr, 'mono16')
+    assert np.shares_memory(np.frombuffer(fields['data'], np.uint8), arr)
+    assert bytes(byte_array(fields['data'])) == arr.astype('<u2').tobytes()
+
+
+@pytest.mark.parametrize('args,reason,words', [
+    (('yuv422', 2, 2, 4, 0, bytes(8)), 'unsupported_encoding', 'yuv422'),
+    (('mono8', 0, 4, 4, 0, b''), 'zero_size', 'height 0'),
+    (('mono8', 4, 0, 0, 0, b''), 'zero_size', 'width 0'),
+    (('mono16', 2, 4, 7, 0, bytes(14)), 'step_too_small', 'step 7'),
+    (('rgb8', 2, 2, 6, 0, bytes(11)), 'data_length', '11 bytes'),
+    (('mono8', 100, 100, 100, 0, bytes(10000)), 'too_large', '10000 pixels'),
+    (('32FC1', 1, 2, 8, 0, np.array([0.5, np.nan], np.float32).tobytes()), 'non_finite', 'NaN'),
+    (('32FC1', 1, 2, 8, 1, np.array([np.inf, 0], '>f4').tobytes()), 'non_finite', '1 NaN'),
+])
+def test_every_rejection_reason(args, reason, words):
+    with pytest.raises(ImageRejected) as info:
+        image_to_array(*args, max_pixels=5000)
+    assert info.value.reason == reason
+    assert words in str(info.value)
+
+
+def test_float_and_u8_conversions():
+    rgb = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255], [10, 20, 30]]], np.uint8)
+    bgr = rgb[..., ::-1].copy()
+    rgba = np.concatenate([rgb, np.full((1, 4, 1), 7, np.uint8)], axis=2)
+    bgra = np.concatenate([bgr, np.full((1, 4, 1), 7, np.uint8)], axis=2)
+    expected_rgb = rgb.astype(np.float32) / 255
+    expected_mono = expected_rgb @ np.array([0.299, 0.587, 0.114], np.float32)
+    for arr, enc in [(rgb, 'rgb8'), (bgr, 'bgr8'), (rgba, 'rgba8'), (bgra, 'bgra8')]:
+        np.testing.assert_allclose(to_rgb_float(arr, enc), expected_rgb, atol=1e-7)
+        np.testing.assert_allclose(to_mono_float(arr, enc), expected_mono, atol=1e-6)
+        np.testing.assert_array_equal(to_rgb_u8(arr, enc), rgb)
+        np.testing.assert_allclose(to_mono_u8(arr, enc), expected_mono * 255, atol=1)
+    mono16 = np.array([[0, 65535, 32768]], '>u2')
+    np.testing.assert_allclose(to_mono_float(mono16, 'mono16'), [[0, 1, 32768 / 65535]])
+    assert to_rgb_float(mono16, 'mono16').shape == (1, 3, 3)
+    f = np.array([[-0.5, 0.25, 2.0]], np.float32)
+    np.testing.assert_array_equal(to_mono_float(f, '32FC1'), [[0, 0.25, 1]])
+    mono8 = np.array([[0, 51, 255]], np.uint8)
+    assert to_mono_u8(mono8, 'mono8') is mono8
+    assert to_mono_float(mono8, 'mono8').dtype == np.float32
+    np.testing.assert_array_equal(to_rgb_u8(mono8, 'mono8')[..., 2], mono8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(encoding=st.one_of(st.sampled_from(SUPPORTED_ENCODINGS), st.text(max_size=6)),
+       height=st.integers(-2, 6), width=st.integers(-2, 6), pad=st.integers(-3, 5),
+       big=st.integers(0, 1), extra=st.integers(-2, 2),
+       kind=st.sampled_from(['bytes', 'bytearray', 'memoryview', 'array', 'list']),
+       seed=st.integers(0, 2 ** 16), special=st.booleans())
+def test_every_frame_converts_or_is_rejected(encoding, height, width, pad, big, extra, kind,
+                                             seed, special):
+    bpp = bytes_per_pixel(encoding) if encoding in SUPPORTED_ENCODINGS else 1
+    step = max(width, 0) * bpp + pad
+    n = max(step * max(height, 0) + extra, 0)
+    raw = np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8)
+    if special and encoding == '32FC1' and n >= 4:
+        raw[:4] = np.frombuffer(np.float32(np.nan).tobytes(), np.uint8)
+    data = {'bytes': bytes, 'bytearray': bytearray, 'memoryview': lambda b: memoryview(b),
+            'array': lambda b: array.array('B', b), 'list': list}[kind](raw.tobytes())
+    try:
+        arr = image_to_array(encoding, height, width, step, big, data, max_pixels=30)
+    except ImageRejected as exc:
+        assert exc.reason in ('unsupported_encoding', 'zero_size', 'step_too_small',
+                              'data_length', 'too_large', 'non_finite')
+        return
+    assert arr.shape[:2] == (height, width)
+    mono = to_mono_float(arr, encoding)
+    rgb = to_rgb_float(arr, encoding)
+    assert mono.shape == (height, width) and rgb.shape == (height, width, 3)
+    assert np.all((mono >= 0) & (mono <= 1)) and np.all((rgb >= 0) & (rgb <= 1))
+    fields = array_to_image_fields(arr, encoding)
+    again = image_to_array(encoding, fields['height'], fields['width'], fields['step'], 0,
+                           fields['data'])
+    np.testing.assert_array_equal(again, arr)

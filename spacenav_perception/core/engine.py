@@ -20,6 +20,7 @@ ROS-free.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -118,7 +119,10 @@ class InferenceEngine:
     def _load(self) -> None:
         path = str(self.model_path)
         if self.engine == 'torchscript':
-            module = torch.jit.load(path, map_location=self._torch_device)
+            with warnings.catch_warnings():   # TorchScript is a supported format here
+                warnings.filterwarnings('ignore', r'.*torch\.jit.*deprecated',
+                                        DeprecationWarning)
+                module = torch.jit.load(path, map_location=self._torch_device)
             module.eval()
             self._module = module.to(self._dtype) if self._dtype != torch.float32 else module
         elif self.engine == 'export':

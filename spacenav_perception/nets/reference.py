@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -130,7 +131,10 @@ def export_reference_model(kind: str, out_dir, height: int, width: int,
     for fmt in formats:
         path = out_dir / (name + _SUFFIX[fmt])
         if fmt == 'ts':
-            torch.jit.save(torch.jit.trace(module, example, check_trace=False), str(path))
+            with warnings.catch_warnings():   # TorchScript is still a supported format here
+                warnings.filterwarnings('ignore', r'.*torch\.jit.*deprecated',
+                                        DeprecationWarning)
+                torch.jit.save(torch.jit.trace(module, example, check_trace=False), str(path))
         elif fmt == 'pt2':
             torch.export.save(torch.export.export(module, example), str(path))
         else:
@@ -150,7 +154,6 @@ def export_reference_model(kind: str, out_dir, height: int, width: int,
 
 def _export_onnx(module: nn.Module, example, path: Path) -> None:
     import logging
-    import warnings
     # The exporter logs one line per optional torchvision op it skips: noise for these modules.
     quiet = logging.getLogger('torch.onnx._internal.exporter._registration')
     level = quiet.level

@@ -1,0 +1,263 @@
+"""Predictors with the analytic reference models, preprocessing, safe site, bearing, latency."""
+import threading
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spacenav_perception.core.bearing import bearing_from_pixel
+from spacenav_perception.core.centroid_predictor import CentroidPredictor
+from spacenav_perception.core.engine import InferenceEngine
+from spacenav_perception.core.image_codec import image_to_array
+from spacenav_perception.core.latency import LatencyWindow
+from spacenav_perception.core.manifest import InputSpec, ModelManifest
+from spacenav_perception.core.preprocess import Preprocessor
+from spacenav_perception.core.safe_site import largest_safe_disc
+from spacenav_perception.core.segmentation_predictor import SegmentationPredictor
+from spacenav_perception.nets.reference import expected_classes, export_reference_model
+
+H, W = 40, 56          # full-resolution test images
+RNG = np.random.default_rng(11)
+
+
+def blob(h=H, w=W, cx=31.3, cy=17.8, sigma=4.0):
+    """A smooth off-centre blob in [0, 1]."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    return np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma ** 2))
+
+
+def analytic_centroid(intensity):
+    intensity = intensity.astype(np.float64)
+    yy, xx = np.mgrid[0:intensity.shape[0], 0:intensity.shape[1]]
+    total = intensity.sum()
+    return (intensity * xx).sum() / total, (intensity * yy).sum() / total
+
+
+def as_encoding(f, encoding):
+    """(image array in `encoding`, the intensity the model sees) for float intensities f."""
+    if encoding == 'mono8':
+        a = np.rint(f * 255).astype(np.uint8)
+        return a, a / 255.0
+    if encoding == 'mono16':
+        a = np.rint(f * 65535).astype(np.uint16)
+        big = a.astype('>u2')       # travel as a big-endian frame through the codec
+        a = image_to_array('mono16', H, W, W * 2, 1, big.tobytes())
+        return a, a.astype(np.float64) / 65535.0
+    if encoding == 'rgb8':
+        g = np.rint(f * 255).astype(np.uint8)
+        return np.repeat(g[:, :, None], 3, axis=2), g / 255.0
+    if encoding == '32FC1':
+        a = f.astype(np.float32)
+        return a, a
+    raise AssertionError(encoding)
+
+
+@pytest.fixture(scope='module')
+def model_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp('refmodels')
+
+
+@pytest.fixture(scope='module')
+def centroid_engine(model_dir):
+    return InferenceEngine(export_reference_model('centroid', model_dir, H, W), device='cpu')
+
+
+@pytest.mark.parametrize('encoding', ['mono8', 'mono16', 'rgb8', '32FC1'])
+def test_centroid_matches_analytic(centroid_engine, encoding):
+    image, seen = as_encoding(blob(), encoding)
+    result = CentroidPredictor(centroid_engine).predict(image, encoding)
+    ax, ay = analytic_centroid(seen)
+    assert abs(result.x - ax) < 0.05 and abs(result.y - ay) < 0.05
+    assert result.in_view and result.confidence > 0.99
+
+
+def test_centroid_from_downscaled_model_input(model_dir):
+    """Image twice the model size with constant 2x2 blocks: the area resize loses nothing."""
+    engine = InferenceEngine(export_reference_model('centroid', model_dir / 'half', H // 2,
+                                                    W // 2), device='cpu')
+    small = np.rint(blob(H // 2, W // 2, 15.2, 8.7, 3.0) * 255).astype(np.uint8)
+    image = np.kron(small, np.ones((2, 2), np.uint8))
+    result = CentroidPredictor(engine).predict(image, 'mono8')
+    ax, ay = analytic_centroid(image)
+    assert abs(result.x - ax) < 0.05 and abs(result.y - ay) < 0.05
+
+
+def test_centroid_out_of_view_on_black_frame(centroid_engine):
+    result = CentroidPredictor(centroid_engine, min_confidence=0.5).predict(
+        np.zeros((H, W), np.uint8))
+    assert not result.in_view and result.confidence < 0.5
+
+
+def test_xy_input_px_uses_thesis_scaling(model_dir):
+    engine = InferenceEngine(export_reference_model('centroid_px', model_dir, H // 2, W // 2),
+                             device='cpu')
+    small = np.rint(blob(H // 2, W // 2, 12.4, 6.1, 3.0) * 255).astype(np.uint8)
+    image = np.kron(small, np.ones((2, 2), np.uint8))
+    result = CentroidPredictor(engine).predict(image, 'mono8')
+    x_in, y_in = analytic_centroid(small)
+    assert result.x == pytest.approx(x_in * 2, abs=1e-3)      # x = x_in * W / in_w
+    assert result.y == pytest.approx(y_in * 2, abs=1e-3)
+    assert result.confidence == 1.0 and result.in_view
+
+
+def test_predictor_rejects_wrong_task(centroid_engine):
+    with pytest.raises(ValueError, match='not a segmentation model'):
+        SegmentationPredictor(centroid_engine)
+
+
+@pytest.fixture(scope='module')
+def seg_engine(model_dir):
+    return InferenceEngine(export_reference_model('segmentation', model_dir, H // 2, W // 2),
+                           device='cpu')
+
+
+def block_colours():
+    """(H/2, W/2, 3) uint8 of distinct channel values (no ties), with a ground region."""
+    levels = np.array([0, 30, 90, 160, 230], np.uint8)
+    small = levels[RNG.integers(0, 5, (H // 2, W // 2, 3))]
+    small[:, :, 1] = np.where(small[:, :, 1] == small[:, :, 0], small[:, :, 1] // 2 + 1,
+                              small[:, :, 1])
+    small[:8, :10] = 0       # a ground patch so there is a safe site
+    return small
+
+
+@pytest.mark.parametrize('encoding', ['rgb8', 'bgr8', 'rgba8'])
+def test_segmentation_matches_thresholds(seg_engine, encoding):
+    small = block_colours()
+    rgb = np.kron(small, np.ones((2, 2, 1), np.uint8))
+    image = {'rgb8': rgb, 'bgr8': rgb[..., ::-1].copy(),
+             'rgba8': np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 9, np.uint8)], 2)
+             }[encoding]
+    result = SegmentationPredictor(seg_engine, hazard_classes=(1, 2)).predict(image, encoding)
+    expected = np.kron(expected_classes(small / 255.0), np.ones((2, 2), np.uint8))
+    assert result.classes.dtype == np.uint8 and result.classes.shape == (H, W)
+    np.testing.assert_array_equal(result.classes, expected)
+    np.testing.assert_array_equal(result.hazard, np.where(np.isin(expected, (1, 2)), 255, 0))
+    assert result.safe_site == largest_safe_disc(expected, (1, 2))
+    assert result.safe_site is not None
+    off = SegmentationPredictor(seg_engine, compute_safe_site=False).predict(image, encoding)
+    assert off.safe_site is None
+
+
+def test_preprocess_normalises_and_orders_channels():
+    manifest = ModelManifest(name='t', task='segmentation', arch='t', output='logits_nchw',
+                             input=InputSpec(height=2, width=3, channels=3, resize='area',
+                                             mean=[0.1, 0.2, 0.3], std=[0.5, 0.25, 2.0]))
+    pre = Preprocessor(manifest, 'cpu')
+    rgb = RNG.integers(0, 256, (2, 3, 3), dtype=np.uint8)
+    expected = (rgb / 255.0 - [0.1, 0.2, 0.3]) / [0.5, 0.25, 2.0]
+    expected = torch.from_numpy(expected.transpose(2, 0, 1)[None]).float()
+    torch.testing.assert_close(pre(rgb, 'rgb8'), expected)
+    torch.testing.assert_close(pre(rgb[..., ::-1].copy(), 'bgr8'), expected)
+    mono = RNG.integers(0, 256, (2, 3), dtype=np.uint8)
+    rep = (np.repeat(mono[:, :, None], 3, 2) / 255.0 - [0.1, 0.2, 0.3]) / [0.5, 0.25, 2.0]
+    torch.testing.assert_close(pre(mono, 'mono8'),
+                               torch.from_numpy(rep.transpose(2, 0, 1)[None]).float())
+
+
+def test_preprocess_resizes_with_area():
+    manifest = ModelManifest(name='t', task='centroid', arch='t', output='xy_norm_logit',
+                             input=InputSpec(height=4, width=4, channels=1))
+    image = RNG.integers(0, 65536, (16, 16), dtype=np.uint16)
+    out = Preprocessor(manifest, 'cpu')(image, 'mono16')
+    expected = cv2.resize(image, (4, 4), interpolation=cv2.INTER_AREA) / 65535.0
+    torch.testing.assert_close(out[0, 0], torch.from_numpy(expected).float())
+
+
+# ---------------------------------------------------------------- safe site
+def brute_force_disc(classes, hazard_classes, ground=0):
+    safe = (classes == ground) & ~np.isin(classes, hazard_classes)
+    h, w = classes.shape
+    padded = np.zeros((h + 2, w + 2), bool)
+    padded[1:-1, 1:-1] = safe
+    unsafe = np.argwhere(~padded).astype(float)
+    best = None
+    for y, x in np.argwhere(safe):
+        r = np.sqrt(((unsafe - (y + 1, x + 1)) ** 2).sum(1)).min()
+        if best is None or r > best:
+            best = r
+    return best
+
+
+def test_safe_site_constructed_masks():
+    assert largest_safe_disc(np.zeros((9, 9), np.uint8)) == (4.0, 4.0, 5.0)
+    classes = np.zeros((9, 15), np.uint8)
+    classes[:, :6] = 2              # large rocks on the left
+    x, y, r = largest_safe_disc(classes)
+    assert (x, y, r) == (10.0, 4.0, 5.0)
+    assert largest_safe_disc(np.full((5, 5), 3, np.uint8)) is None      # all sky
+    assert largest_safe_disc(np.ones((5, 5), np.uint8)) is None        # all rock
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10 ** 6), h=st.integers(1, 12), w=st.integers(1, 12))
+def test_safe_site_is_the_farthest_safe_pixel(seed, h, w):
+    classes = np.random.default_rng(seed).choice([0, 0, 0, 1, 2, 3], (h, w)).astype(np.uint8)
+    site = largest_safe_disc(classes, (1, 2))
+    best = brute_force_disc(classes, (1, 2))
+    if best is None:
+        assert site is None
+        return
+    x, y, r = site
+    assert classes[int(y), int(x)] == 0
+    assert r == pytest.approx(best, abs=1e-3)
+
+
+# ---------------------------------------------------------------- bearing
+K = np.array([[500.0, 0.0, 320.0], [0.0, 480.0, 240.0], [0.0, 0.0, 1.0]])
+
+
+def test_bearing_pinhole_by_hand():
+    v = bearing_from_pixel(820.0, 240.0, K.ravel().tolist())
+    np.testing.assert_allclose(v, np.array([1.0, 0.0, 1.0]) / np.sqrt(2), atol=1e-12)
+    v = bearing_from_pixel(320.0, 240.0, K, D=[0, 0, 0, 0, 0])
+    np.testing.assert_allclose(v, [0, 0, 1])
+    v = bearing_from_pixel(320.0, 0.0, K)        # top edge: y up = negative
+    np.testing.assert_allclose(v, np.array([0.0, -0.5, 1.0]) / np.linalg.norm([0, 0.5, 1]))
+
+
+@pytest.mark.parametrize('model,D', [
+    ('plumb_bob', [-0.2, 0.05, 0.001, -0.002, 0.01]),
+    ('rational_polynomial', [-0.2, 0.05, 0.001, -0.002, 0.01, 0.01, 0.002, 0.001]),
+    ('equidistant', [0.1, -0.02, 0.003, 0.0]),
+])
+def test_bearing_undistorts_projected_points(model, D):
+    D = np.array(D)
+    for point in ([0.3, -0.2, 1.0], [-0.1, 0.25, 2.0], [0.0, 0.0, 1.0]):
+        P = np.array([point])
+        if model == 'equidistant':
+            uv, _ = cv2.fisheye.projectPoints(P.reshape(1, 1, 3), np.zeros(3), np.zeros(3), K, D)
+        else:
+            uv, _ = cv2.projectPoints(P, np.zeros(3), np.zeros(3), K, D)
+        v = bearing_from_pixel(*uv.ravel(), K, D, distortion_model=model)
+        np.testing.assert_allclose(v, P[0] / np.linalg.norm(P[0]), atol=1e-7)
+
+
+def test_bearing_rejects_bad_input():
+    with pytest.raises(ValueError, match='zero focal length'):
+        bearing_from_pixel(1, 1, [0, 0, 0, 0, 0, 0, 0, 0, 1])
+    with pytest.raises(ValueError, match='unknown distortion model'):
+        bearing_from_pixel(1, 1, K, D=[0.1, 0, 0, 0, 0], distortion_model='kannala')
+    with pytest.raises(ValueError):
+        bearing_from_pixel(1, 1, [1, 2, 3])
+
+
+# ---------------------------------------------------------------- latency
+def test_latency_window_percentiles_and_threads():
+    window = LatencyWindow(maxlen=100)
+    assert np.isnan(window.percentile(50)) and window.count == 0
+    threads = [threading.Thread(target=lambda: [window.add(v) for v in range(1, 101)])
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert window.count == 100 and window.total == 400
+    window.clear()
+    for v in range(1, 101):
+        window.add(v)
+    assert window.percentile(50) == pytest.approx(50.5)
+    assert window.percentile(100) == 100.0

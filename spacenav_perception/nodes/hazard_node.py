@@ -1,0 +1,78 @@
+"""hazard_node: terrain segmentation, hazard mask and safe landing site from camera images.
+
+Subscribes:  image_topic (sensor_msgs/Image)
+Publishes (all with the image's header, at the image's resolution):
+             /hazard_mask         mono8: 255 = hazard (a class in hazard_classes), 0 = not
+             /segmentation        mono8 class ids: 0 ground, 1 small rock, 2 large rock, 3 sky
+             /segmentation/color  rgb8 palette (publish_color): ground (0,0,0), small rock
+                                  (0,255,0), large rock (0,0,255), sky (255,0,0)
+             /safe_site           geometry_msgs/PointStamped x, y = centre of the largest
+                                  hazard-free ground disc (input pixels), z = its radius (px);
+                                  only when one exists (publish_safe_site)
+             /diagnostics         counters, latency, device, model (node_health)
+"""
+import numpy as np
+from geometry_msgs.msg import PointStamped
+from sensor_msgs.msg import Image
+
+from spacenav_perception.core.segmentation_predictor import SegmentationPredictor
+from spacenav_perception.graph.runner import run_node
+
+from .image_msgs import make_image
+from .image_node import ImageNode
+from .params import NodeConfigError, declare
+
+# Class id -> RGB (the lunar dataset's mask colours); ids without a colour are drawn white.
+PALETTE = np.full((256, 3), 255, dtype=np.uint8)
+PALETTE[:4] = [(0, 0, 0), (0, 255, 0), (0, 0, 255), (255, 0, 0)]
+
+
+class HazardNode(ImageNode):
+    DEFAULT_NAME = 'hazard_node'
+
+    def __init__(self, **kwargs):
+        super().__init__(self.DEFAULT_NAME, task='segmentation', **kwargs)
+        hazard_classes = declare(self, 'hazard_classes', [1, 2],
+                                 'Class ids that are hazards in /hazard_mask and for the safe '
+                                 'site (0 ground, 1 small rock, 2 large rock, 3 sky)')
+        self.publish_color = declare(self, 'publish_color', False,
+                                     'Publish /segmentation/color (rgb8 class palette)')
+        self.publish_safe_site = declare(self, 'publish_safe_site', True,
+                                         'Publish /safe_site (largest hazard-free ground disc)')
+        classes = tuple(int(c) for c in hazard_classes)
+        if not classes or any(not 0 <= c < 256 for c in classes):
+            raise NodeConfigError(f'parameter hazard_classes={list(classes)} must be class ids '
+                                  'in 0..255 (at least one)')
+        engine = self.load_model('segmentation', 'hazard')
+        self.predictor = SegmentationPredictor(engine, hazard_classes=classes,
+                                               compute_safe_site=bool(self.publish_safe_site))
+        self.hazard_pub = self.create_publisher(Image, '/hazard_mask', self.output_qos)
+        self.segmentation_pub = self.create_publisher(Image, '/segmentation', self.output_qos)
+        self.color_pub = (self.create_publisher(Image, '/segmentation/color', self.output_qos)
+                          if self.publish_color else None)
+        self.safe_site_pub = (self.create_publisher(PointStamped, '/safe_site', 10)
+                              if self.publish_safe_site else None)
+        self.start()
+
+    def process_frame(self, msg, image) -> bool:
+        result = self.predictor.predict(image, msg.encoding)
+        header = msg.header
+        self.hazard_pub.publish(make_image(header, result.hazard, 'mono8'))
+        self.segmentation_pub.publish(make_image(header, result.classes, 'mono8'))
+        if self.color_pub is not None:
+            self.color_pub.publish(make_image(header, PALETTE[result.classes], 'rgb8'))
+        if self.safe_site_pub is not None and result.safe_site is not None:
+            x, y, radius = result.safe_site
+            out = PointStamped()
+            out.header = header
+            out.point.x, out.point.y, out.point.z = float(x), float(y), float(radius)
+            self.safe_site_pub.publish(out)
+        return True
+
+
+def main(args=None) -> int:
+    return run_node(HazardNode, args)
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

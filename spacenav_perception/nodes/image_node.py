@@ -1,0 +1,139 @@
+"""ImageNode: the shared skeleton of the image-processing nodes (centroid, hazard, passthrough).
+
+    class CentroidNode(ImageNode):
+        def __init__(self, **kwargs):
+            super().__init__('centroid_node', task='centroid', **kwargs)
+            ...declare parameters, load the model, create publishers...
+            self.start()                       # subscribe last, when everything is ready
+
+        def process_frame(self, msg, image) -> bool:
+            ...publish; return True when answered, False when there was nothing to publish
+
+Per frame: the subscription callback counts the frame and hands it to the LatestFrameWorker
+(frame_worker.py); the worker thread decodes it with core.image_codec (a numpy view on the
+message buffer, no copy), calls process_frame and counts the outcome in NodeHealth:
+ImageRejected -> rejected[reason] + throttled warning; any other exception -> errors +
+throttled warning (the node carries on). Parameters are read once, here and in the subclass
+constructors, never per frame.
+
+Keyword arguments are passed on to rclpy.node.Node (parameter_overrides, cli_args, context,
+...), which is how `spacenav run` starts nodes in one process.
+"""
+import time
+
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+
+from spacenav_perception.core.image_codec import ImageRejected
+
+from .frame_worker import LatestFrameWorker
+from .image_msgs import image_to_array
+from .node_health import NodeHealth
+from .params import NodeConfigError, declare
+from .qos import declare_image_qos, output_qos
+
+DEFAULT_MAX_PIXELS = 8192 * 8192
+
+
+class ImageNode(Node):
+    """Subscribes to `image_topic`, processes the newest frame in a worker thread."""
+
+    def __init__(self, node_name: str, *, task: str, default_image_topic='/camera/image_raw',
+                 **kwargs):
+        super().__init__(node_name, **kwargs)
+        self.image_topic = declare(self, 'image_topic', default_image_topic,
+                                   'Input image topic (sensor_msgs/Image; mono8, mono16, rgb8, '
+                                   'bgr8, rgba8, bgra8 or 32FC1)')
+        self.max_pixels = declare(self, 'max_pixels', DEFAULT_MAX_PIXELS,
+                                  'Frames with more pixels (width x height) are rejected '
+                                  '(too_large) before their data is touched')
+        if self.max_pixels < 1:
+            raise NodeConfigError(f'parameter max_pixels={self.max_pixels} must be >= 1')
+        self.image_qos = declare_image_qos(self)
+        self.output_qos = output_qos(self.image_qos.depth)   # for output images
+        self.health = NodeHealth(self, topic=self.resolve_topic_name(self.image_topic), task=task)
+        self._worker = None
+        self._subscription = None
+
+    # ------------------------------------------------------------------ for subclasses
+    def load_model(self, task: str, packaged_name: str):
+        """Declare model_path / device / strict_device / precision and load the engine.
+
+        Raises core.manifest.ModelIntegrityError / core.engine.DeviceUnavailableError (start-up
+        errors: the node's main() reports them in one line and exits non-zero).
+        """
+        from spacenav_perception.core.engine import InferenceEngine
+        from spacenav_perception.paths import packaged_model_path
+        model_path = declare(self, 'model_path', '',
+                             f"Model file (.ts, .pt2 or .onnx with its JSON manifest beside it); "
+                             f"'' = the packaged models/{packaged_name}.ts")
+        device = declare(self, 'device', 'auto',
+                         'Inference device: auto (CUDA when available, else CPU), cpu, cuda, '
+                         'cuda:N')
+        strict_device = declare(self, 'strict_device', False,
+                                'true: exit at start-up when the requested device is not '
+                                'available; false: warn once and run on the CPU')
+        precision = declare(self, 'precision', 'auto',
+                            'Inference precision: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, '
+                            'bf16 (half precision only on CUDA)')
+        path = model_path or str(packaged_model_path(packaged_name))
+        try:
+            engine = InferenceEngine(path, device=str(device), precision=str(precision),
+                                     strict_device=bool(strict_device), expected_task=task,
+                                     log=self.get_logger().warning)
+        except ValueError as exc:   # unknown device / precision names
+            raise NodeConfigError(str(exc)) from exc
+        self.health.info.update({'device': engine.device, 'engine': engine.engine,
+                                 'precision': engine.precision, 'model': engine.manifest.name,
+                                 'model_path': str(engine.model_path), 'sha256': engine.sha256})
+        self.get_logger().info(f'model {engine.model_path} ({engine.manifest.name}, sha256 '
+                               f'{engine.sha256[:12]}) on {engine.device} via {engine.engine}, '
+                               f'{engine.precision}')
+        return engine
+
+    def process_frame(self, msg: Image, image) -> bool:
+        """Publish the results for one decoded frame; True = answered, False = no target."""
+        raise NotImplementedError
+
+    def start(self) -> None:
+        """Start the worker and subscribe (call at the end of the subclass constructor)."""
+        self._worker = LatestFrameWorker(self._process, self.health.count_dropped,
+                                         name=f'{self.get_name()}-frames')
+        self._subscription = self.create_subscription(Image, self.image_topic, self._on_image,
+                                                      self.image_qos)
+        self.get_logger().info(f'listening on {self.health.topic} '
+                               f'({self.image_qos.reliability.name.lower()}, '
+                               f'depth {self.image_qos.depth})')
+
+    # ------------------------------------------------------------------ per frame
+    def _on_image(self, msg: Image) -> None:
+        self.health.count_received()
+        self._worker.submit((msg, time.perf_counter()))
+
+    def _process(self, item) -> None:
+        msg, received_at = item
+        health = self.health
+        try:
+            image = image_to_array(msg, self.max_pixels)
+            answered = self.process_frame(msg, image)
+        except ImageRejected as exc:
+            health.count_rejected(exc.reason, exc.message)
+            return
+        except Exception as exc:  # noqa: BLE001 - one bad frame must not end the node
+            health.count_error(exc)
+            return
+        latency = time.perf_counter() - received_at
+        if answered:
+            health.count_answered(latency)
+        else:
+            health.count_no_target(latency)
+
+    def frames_idle(self) -> bool:
+        """True when no frame is pending or being processed."""
+        return self._worker is None or self._worker.idle()
+
+    # ------------------------------------------------------------------ shutdown
+    def destroy_node(self):
+        if self._worker is not None:
+            self._worker.stop()
+        return super().destroy_node()

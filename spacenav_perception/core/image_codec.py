@@ -110,7 +110,7 @@ def _as_byte_buffer(data) -> np.ndarray:
     if isinstance(data, str):
         raise ImageRejected('bad_data', 'image data is a text string, not bytes')
     try:
-        return np.array(data, dtype=np.uint8)
+        return np.array(data, dtype=np.uint8).reshape(-1)
     except (TypeError, ValueError, OverflowError):
         raise ImageRejected('bad_data',
                             'image data is not a sequence of integers in [0, 255]') from None
@@ -147,11 +147,9 @@ def image_to_array(encoding, height, width, step, is_bigendian, data, *,
         shape, strides = (height, width), (step, size)
     else:
         shape, strides = (height, width, channels), (step, size * channels, size)
-    if step == row_bytes:
-        arr = buf.view(dtype).reshape(shape) if buf.size % size == 0 else None
-    else:
-        arr = None
-    if arr is None:
+    if step == row_bytes:   # no padding: a plain reshape of the buffer
+        arr = buf.view(dtype).reshape(shape)
+    else:                   # padded rows: the step becomes the row stride
         arr = np.ndarray(shape, dtype=dtype, buffer=buf, offset=0, strides=strides)
     if encoding == '32FC1' and not np.isfinite(arr).all():
         bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))

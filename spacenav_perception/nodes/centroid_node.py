@@ -58,6 +58,11 @@ class CentroidNode(ImageNode):
         self.start()
 
     # ------------------------------------------------------------------ camera model
+    @property
+    def has_camera_info(self) -> bool:
+        """True once a valid CameraInfo arrived (bearings are published from then on)."""
+        return self._camera is not None
+
     def _on_camera_info(self, msg: CameraInfo) -> None:
         try:
             K = core_bearing.camera_matrix(msg.k)

@@ -1,0 +1,155 @@
+"""CentroidNode in-process over real DDS with the analytic reference centroid model.
+
+The reference model (nets.reference, 'centroid') returns the intensity-weighted mean pixel of
+what it sees, so the node's answer is known exactly: the weighted centroid of the image as
+the model input (mono8 / 255, mono16 / 65535, colour -> BT.601 luma, 32FC1 clipped to [0, 1]).
+"""
+import math
+
+import cv2
+import numpy as np
+import pytest
+from builtin_interfaces.msg import Time
+from geometry_msgs.msg import PointStamped, Vector3Stamped
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import CameraInfo, Image
+
+from ros_helpers import (TopicRecorder, init_rclpy, make_node, publish_until, reliable_qos,
+                         ros_graph)
+from spacenav_perception.nets.reference import export_reference_model
+from spacenav_perception.nodes.image_msgs import image_from_array
+
+HEIGHT, WIDTH = 48, 64
+TOLERANCE_PX = 0.05
+_GRAY = {'rgb8': cv2.COLOR_RGB2GRAY, 'bgr8': cv2.COLOR_BGR2GRAY,
+         'rgba8': cv2.COLOR_RGBA2GRAY, 'bgra8': cv2.COLOR_BGRA2GRAY}
+
+
+def weighted_centroid(weights: np.ndarray):
+    rows, cols = np.mgrid[:weights.shape[0], :weights.shape[1]]
+    total = weights.sum()
+    return float((weights * cols).sum() / total), float((weights * rows).sum() / total)
+
+
+def blob_image(encoding: str, seed: int):
+    """A random off-centre blob in `encoding` and the weights the model sees."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[:HEIGHT, :WIDTH]
+    cx, cy = rng.uniform(12, WIDTH - 12), rng.uniform(10, HEIGHT - 10)
+    blob = np.exp(-((cols - cx) ** 2 + (rows - cy) ** 2) / (2 * rng.uniform(3, 8) ** 2))
+    blob = np.clip(blob + 0.05 * rng.random((HEIGHT, WIDTH)), 0, 1)
+    if encoding == 'mono8':
+        img = np.round(blob * 255).astype(np.uint8)
+        return img, img / 255.0
+    if encoding == 'mono16':
+        img = np.round(blob * 65535).astype(np.uint16)
+        return img, img / 65535.0
+    if encoding == '32FC1':
+        img = (blob * 1.1 - 0.05).astype(np.float32)      # values outside [0, 1] are clipped
+        return img, np.clip(img.astype(np.float64), 0, 1)
+    channels = 4 if encoding in ('rgba8', 'bgra8') else 3
+    tint = rng.uniform(0.3, 1.0, channels)
+    img = np.round(blob[..., None] * tint * 255).astype(np.uint8)
+    return img, cv2.cvtColor(img, _GRAY[encoding]) / 255.0
+
+
+@pytest.fixture(scope='module')
+def graph(tmp_path_factory):
+    init_rclpy()
+    from spacenav_perception.nodes.centroid_node import CentroidNode
+    model = export_reference_model('centroid', tmp_path_factory.mktemp('model'), HEIGHT, WIDTH)
+    node = CentroidNode(parameter_overrides=[
+        Parameter('model_path', value=str(model)), Parameter('publish_debug', value=True),
+        Parameter('qos_reliability', value='reliable'), Parameter('qos_depth', value=10)])
+    probe = make_node()
+    recorders = {
+        'centroid': TopicRecorder(probe, PointStamped, '/centroid'),
+        'bearing': TopicRecorder(probe, Vector3Stamped, '/centroid/bearing'),
+        'debug': TopicRecorder(probe, Image, '/centroid/debug'),
+    }
+    image_pub = probe.create_publisher(Image, '/camera/image_raw', reliable_qos())
+    info_pub = probe.create_publisher(CameraInfo, '/camera/camera_info', reliable_qos())
+    with ros_graph(node, probe):
+        yield node, image_pub, info_pub, recorders
+
+
+_stamps = iter(range(1, 10 ** 6))
+
+
+def send(image_pub, recorder, img, encoding, **kwargs):
+    """Publish until the answer with this frame's unique stamp arrives; return the answer."""
+    stamp = Time(sec=next(_stamps), nanosec=123)
+    msg = image_from_array(img, encoding, stamp=stamp, frame_id='camera_optical', **kwargs)
+    same = (lambda m: m.header.stamp.sec == stamp.sec)
+    answers = publish_until(image_pub, msg,
+                            lambda: [m for m in recorder.messages if same(m)])
+    return msg, answers[0]
+
+
+CASES = [('mono8', {}), ('mono8', {'step': WIDTH + 5}), ('mono16', {'is_bigendian': False}),
+         ('mono16', {'is_bigendian': True}), ('rgb8', {}), ('rgb8', {'step': WIDTH * 3 + 2}),
+         ('bgr8', {}), ('rgba8', {}), ('bgra8', {}), ('32FC1', {}),
+         ('32FC1', {'is_bigendian': True})]
+
+
+@pytest.mark.parametrize('encoding,layout', CASES,
+                         ids=[f'{e}-{"-".join(f"{k}={v}" for k, v in l.items()) or "packed"}'
+                              for e, l in CASES])
+def test_centroid_matches_analytic(graph, encoding, layout):
+    _, image_pub, _, recorders = graph
+    img, weights = blob_image(encoding, seed=len(encoding) * 7 + len(layout))
+    msg, answer = send(image_pub, recorders['centroid'], img, encoding, **layout)
+    expected_x, expected_y = weighted_centroid(weights)
+    assert answer.header.stamp == msg.header.stamp
+    assert answer.header.frame_id == 'camera_optical'
+    assert abs(answer.point.x - expected_x) < TOLERANCE_PX
+    assert abs(answer.point.y - expected_y) < TOLERANCE_PX
+    assert 0.5 <= answer.point.z <= 1.0          # z = confidence
+
+
+def test_bearing_after_camera_info(graph):
+    _, image_pub, info_pub, recorders = graph
+    fx, fy, cx, cy = 80.0, 82.0, 31.5, 23.5
+    info = CameraInfo(width=WIDTH, height=HEIGHT, distortion_model='plumb_bob',
+                      k=[fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0], d=[0.0] * 5)
+    info.header.frame_id = 'camera_optical'
+    node = graph[0]
+    publish_until(info_pub, info, lambda: node.has_camera_info)
+    img, weights = blob_image('mono8', seed=3)
+    x, y = weighted_centroid(weights)
+    msg, _ = send(image_pub, recorders['centroid'], img, 'mono8')
+    found = recorders['bearing'].wait(where=lambda m: m.header.stamp == msg.header.stamp)
+    vector = found[0].vector
+    ray = np.array([(x - cx) / fx, (y - cy) / fy, 1.0])
+    ray /= np.linalg.norm(ray)
+    assert found[0].header.frame_id == 'camera_optical'
+    assert math.isclose(vector.x ** 2 + vector.y ** 2 + vector.z ** 2, 1.0, rel_tol=1e-9)
+    assert np.allclose([vector.x, vector.y, vector.z], ray, atol=TOLERANCE_PX / fx)
+
+
+def test_debug_image(graph):
+    _, image_pub, _, recorders = graph
+    img, weights = blob_image('mono8', seed=11)
+    msg, answer = send(image_pub, recorders['centroid'], img, 'mono8')
+    debug = recorders['debug'].wait(where=lambda m: m.header.stamp == msg.header.stamp)[0]
+    assert (debug.encoding, debug.height, debug.width) == ('rgb8', HEIGHT, WIDTH)
+    assert debug.step == WIDTH * 3 and debug.header.frame_id == 'camera_optical'
+    rgb = np.frombuffer(debug.data, np.uint8).reshape(HEIGHT, WIDTH, 3)
+    # The drawing is green; elsewhere the picture is the grey input.
+    x, y = int(round(answer.point.x)), int(round(answer.point.y))
+    assert tuple(rgb[y, x]) == (0, 255, 0)
+    grey = np.repeat(img[:, :, None], 3, axis=2)
+    untouched = np.all(rgb == grey, axis=2)
+    assert untouched.mean() > 0.5
+    assert np.array_equal(rgb[0, 0], grey[0, 0])
+
+
+def test_no_target_publishes_nothing(graph):
+    node, image_pub, _, recorders = graph
+    before = node.health.counters()['no_target']
+    black = np.zeros((HEIGHT, WIDTH), np.uint8)
+    msg = image_from_array(black, 'mono8', stamp=Time(sec=999_999), frame_id='camera_optical')
+    publish_until(image_pub, msg, lambda: node.health.counters()['no_target'] > before)
+    # A later good frame is answered, and no answer ever carried the black frame's stamp.
+    send(image_pub, recorders['centroid'], *blob_image('mono8', seed=5)[:1], 'mono8')
+    assert not [m for m in recorders['centroid'].messages if m.header.stamp.sec == 999_999]

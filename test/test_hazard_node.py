@@ -1,0 +1,119 @@
+"""HazardNode in-process over real DDS with the analytic reference segmenter.
+
+The reference segmenter (nets.reference, 'segmentation') classifies every pixel by its
+dominant colour (ground when all channels < 0.25), so every output is known exactly.
+"""
+import numpy as np
+import pytest
+from builtin_interfaces.msg import Time
+from geometry_msgs.msg import PointStamped
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import Image
+
+from ros_helpers import TopicRecorder, init_rclpy, make_node, publish_until, reliable_qos, ros_graph
+from spacenav_perception.nets.reference import expected_classes, export_reference_model
+from spacenav_perception.nodes.image_msgs import image_from_array
+
+HEIGHT, WIDTH = 36, 44
+PALETTE = {0: (0, 0, 0), 1: (0, 255, 0), 2: (0, 0, 255), 3: (255, 0, 0)}
+
+
+def scene() -> np.ndarray:
+    """rgb8: sky on top (red), dark ground with green small rocks and blue large rocks."""
+    rng = np.random.default_rng(7)
+    rgb = (rng.random((HEIGHT, WIDTH, 3)) * 40).astype(np.uint8)      # ground (< 0.25)
+    rgb[:6] = (230, 20, 30)                                           # sky
+    rgb[14:18, 5:9] = (10, 200, 30)                                   # small rock
+    rgb[20:30, 30:40] = (20, 40, 220)                                 # large rock
+    rgb[30:33, 3:6] = (60, 180, 10)                                   # small rock
+    return rgb
+
+
+def brute_force_safe_radius(classes: np.ndarray, x: int, y: int) -> float:
+    """Distance from pixel (x, y) to the nearest non-ground pixel centre or outside pixel."""
+    rows, cols = np.mgrid[-1:HEIGHT + 1, -1:WIDTH + 1]
+    unsafe = np.ones(rows.shape, bool)
+    unsafe[1:-1, 1:-1] = classes != 0
+    return float(np.sqrt((cols[unsafe] - x) ** 2 + (rows[unsafe] - y) ** 2).min())
+
+
+@pytest.fixture(scope='module')
+def graph(tmp_path_factory):
+    init_rclpy()
+    from spacenav_perception.nodes.hazard_node import HazardNode
+    model = export_reference_model('segmentation', tmp_path_factory.mktemp('model'),
+                                   HEIGHT, WIDTH)
+    node = HazardNode(parameter_overrides=[
+        Parameter('model_path', value=str(model)), Parameter('publish_color', value=True),
+        Parameter('qos_reliability', value='reliable'), Parameter('qos_depth', value=5)])
+    probe = make_node()
+    recorders = {topic: TopicRecorder(probe, Image, topic)
+                 for topic in ('/hazard_mask', '/segmentation', '/segmentation/color')}
+    recorders['/safe_site'] = TopicRecorder(probe, PointStamped, '/safe_site')
+    pub = probe.create_publisher(Image, '/camera/image_raw', reliable_qos())
+    with ros_graph(node, probe):
+        yield node, pub, recorders
+
+
+def as_array(msg: Image) -> np.ndarray:
+    channels = 3 if msg.encoding == 'rgb8' else 1
+    arr = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.step)
+    arr = arr[:, :msg.width * channels].reshape(msg.height, msg.width, channels)
+    return arr[..., 0] if channels == 1 else arr
+
+
+@pytest.mark.parametrize('encoding', ['rgb8', 'bgr8', 'rgba8'])
+def test_all_outputs_exact(graph, encoding):
+    node, pub, recorders = graph
+    rgb = scene()
+    if encoding == 'bgr8':
+        img = np.ascontiguousarray(rgb[..., ::-1])
+    elif encoding == 'rgba8':
+        img = np.concatenate([rgb, np.full((HEIGHT, WIDTH, 1), 255, np.uint8)], axis=2)
+    else:
+        img = rgb
+    stamp = Time(sec={'rgb8': 101, 'bgr8': 102, 'rgba8': 103}[encoding], nanosec=42)
+    msg = image_from_array(img, encoding, stamp=stamp, frame_id='nav_cam')
+    mine = (lambda m: m.header.stamp == stamp)
+    got = publish_until(pub, msg, lambda: all(any(mine(m) for m in r.messages)
+                                              for r in recorders.values()) and
+                        {t: next(m for m in r.messages if mine(m))
+                         for t, r in recorders.items()})
+    classes = expected_classes(rgb.astype(np.float32) / 255.0)
+    assert set(np.unique(classes)) == {0, 1, 2, 3}
+    for topic, out in got.items():
+        assert out.header.frame_id == 'nav_cam' and out.header.stamp == stamp
+    for topic in ('/hazard_mask', '/segmentation', '/segmentation/color'):
+        assert (got[topic].height, got[topic].width) == (HEIGHT, WIDTH)
+    assert got['/segmentation'].encoding == 'mono8'
+    assert np.array_equal(as_array(got['/segmentation']), classes)
+    assert got['/hazard_mask'].encoding == 'mono8'
+    assert np.array_equal(as_array(got['/hazard_mask']),
+                          np.where(np.isin(classes, [1, 2]), 255, 0).astype(np.uint8))
+    color = got['/segmentation/color']
+    assert color.encoding == 'rgb8'
+    expected_color = np.array([PALETTE[c] for c in range(4)], np.uint8)[classes]
+    assert np.array_equal(as_array(color), expected_color)
+    site = got['/safe_site'].point
+    x, y = int(site.x), int(site.y)
+    assert (x, y) == (site.x, site.y) and classes[y, x] == 0
+    best = max(brute_force_safe_radius(classes, c, r)
+               for r, c in zip(*np.nonzero(classes == 0)))
+    assert site.z == pytest.approx(best, abs=1e-3)
+    assert brute_force_safe_radius(classes, x, y) == pytest.approx(best, abs=1e-3)
+
+
+def test_no_safe_site_when_all_hazard(graph):
+    node, pub, recorders = graph
+    rocks = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+    rocks[..., 1] = 200                                      # everything a small rock
+    stamp = Time(sec=555)
+    msg = image_from_array(rocks, 'rgb8', stamp=stamp)
+    masks = publish_until(pub, msg, lambda: [m for m in recorders['/hazard_mask'].messages
+                                             if m.header.stamp == stamp])
+    assert np.all(as_array(masks[0]) == 255)
+    # A later frame's safe site arrives on the same topic after this frame's would have.
+    later = Time(sec=556)
+    publish_until(pub, image_from_array(scene(), 'rgb8', stamp=later),
+                  lambda: [m for m in recorders['/safe_site'].messages if m.header.stamp == later])
+    assert not [m for m in recorders['/safe_site'].messages if m.header.stamp == stamp]

@@ -136,6 +136,8 @@ def from_text(value, typ, what: str = 'value'):
 
 
 def _type_name(typ) -> str:
+    if typ is bool:
+        return 'true or false'
     return f'list of {typ[1].__name__}' if isinstance(typ, tuple) else typ.__name__
 
 

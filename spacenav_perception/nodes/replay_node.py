@@ -23,7 +23,7 @@ import threading
 import time
 
 import rclpy
-from diagnostic_msgs.msg import DiagnosticStatus
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PointStamped
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
@@ -74,6 +74,8 @@ PARAMETERS = (
     ('fov_deg', 0.0, 'Dataset folders: horizontal field of view for CameraInfo; 0 = meta.csv '
                      'or the default (asteroid 5.5, lunar 60)'),
     ('strict', False, 'Stop at the first data problem instead of skipping the frame'),
+    ('done_delay_s', 0.0, 'After the last frame, wait this long before signalling done (lets '
+                          'downstream nodes answer the last frames before the process exits)'),
 )
 
 
@@ -139,6 +141,7 @@ class ReplayNode(Node):
         self._period = None
         self._wait_started = time.monotonic()
         self._started = None
+        self._stopping = False
         self.get_logger().info(
             f'replaying {self._layout} {self._path} ({self._total if self._total is not None else "?"} '
             f'frames, {self._timing_text()}, stamps {self._stamp_mode}, '
@@ -189,23 +192,24 @@ class ReplayNode(Node):
         return fs.open_frames(self._path, **kwargs)
 
     def _make_health(self):
-        try:
-            from spacenav_perception.nodes.node_health import NodeHealth
-        except ImportError:
-            return None
-        try:
-            return NodeHealth(self, self._health_status)
-        except TypeError:
-            return None
+        """/diagnostics at 1 Hz: state, frames published, passes, problems."""
+        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        return self.create_timer(1.0, self._publish_health)
 
-    def _health_status(self):
-        """(level, message, values) for /diagnostics."""
-        state = 'done' if self.done.is_set() else ('waiting' if self._started is None
-                                                    else 'replaying')
-        values = {'state': state, 'frames_published': str(self.published),
-                  'passes_completed': str(self.passes),
-                  'frames_total': '' if self._total is None else str(self._total)}
-        return DiagnosticStatus.OK, state, values
+    def _publish_health(self):
+        state = 'done' if self.done.is_set() else ('waiting for subscribers'
+                                                    if self._started is None else 'replaying')
+        values = {'path': self._path, 'state': state, 'frames_published': self.published,
+                  'frames_this_pass': self._pass_frames, 'passes_completed': self.passes,
+                  'frames_total': '' if self._total is None else self._total,
+                  'data_problems': len(getattr(self._problems, 'problems', []) or [])}
+        msg = DiagnosticArray()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.status = [DiagnosticStatus(level=DiagnosticStatus.OK,
+                                       name=f'{self.get_name()}: replay', message=state,
+                                       values=[KeyValue(key=k, value=str(v))
+                                               for k, v in values.items()])]
+        self._diag_pub.publish(msg)
 
     # ------------------------------------------------------------------ run
 
@@ -236,7 +240,7 @@ class ReplayNode(Node):
         self._next = self._read_next()
         if self._next is None:
             self._finish_pass()
-            if self.done.is_set():
+            if self._stopping:
                 return
         self._publish_and_schedule()
 
@@ -262,7 +266,7 @@ class ReplayNode(Node):
         self._timer = self.create_timer(period, self._tick)
 
     def _tick(self):
-        if self.done.is_set():
+        if self.done.is_set() or self._stopping:
             return
         self._publish_and_schedule()
 
@@ -272,11 +276,11 @@ class ReplayNode(Node):
             return
         self._publish(frame)
         self._next = self._read_next()
-        if self.done.is_set():
+        if self._stopping:
             return
         if self._next is None:
             self._finish_pass()
-            if self.done.is_set():
+            if self._stopping:
                 return
         # Interval to the next frame.
         if self.params['rate_hz'] > 0:
@@ -349,38 +353,46 @@ class ReplayNode(Node):
         self._stop(f'replay finished: {n} frames from {self._path} in {elapsed:.1f} s; stopping')
 
     def _stop(self, message: str):
-        if self.done.is_set():
+        if self.done.is_set() or self._stopping:
             return
+        self._stopping = True
         self.get_logger().info(message)
         if self._timer is not None:
             self._timer.cancel()
+        delay = float(self.params['done_delay_s'])
+        if delay > 0:
+            self._done_timer = self.create_timer(delay, self._set_done)
+        else:
+            self.done.set()
+
+    def _set_done(self):
+        self._done_timer.cancel()
         self.done.set()
 
 
 def main(args=None):
+    """Console script: replay, then exit once the replay has ended (unless looping)."""
+    import sys
+    from rclpy.signals import SignalHandlerOptions
+
+    from spacenav_perception.graph.runner import (EXIT_STARTUP_ERROR, spin_until_stopped,
+                                                  startup_error_message)
     from spacenav_perception.ros_env import ensure_local_dds
     ensure_local_dds()
-    rclpy.init(args=args)
-    node = None
+    rclpy.init(args=sys.argv if args is None else args,
+               signal_handler_options=SignalHandlerOptions.NO)
     try:
         node = ReplayNode()
-        while rclpy.ok() and not node.done.is_set():
-            rclpy.spin_once(node, timeout_sec=0.1)
-        # Give reliable subscribers a moment to take the last frames before the process ends.
-        end = time.monotonic() + 0.5
-        while rclpy.ok() and time.monotonic() < end:
-            rclpy.spin_once(node, timeout_sec=0.05)
-    except NodeConfigError as exc:
-        print(f'replay_node: {exc}')
-        return 2
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    except BaseException as exc:
+        message = startup_error_message(exc)
+        rclpy.try_shutdown()
+        if message is None:
+            if isinstance(exc, KeyboardInterrupt):
+                return 0
+            raise
+        rclpy.logging.get_logger('replay_node').error(message)
+        return EXIT_STARTUP_ERROR
+    return spin_until_stopped([node], exit_when_done=True, multi_threaded=False)
 
 
 if __name__ == '__main__':

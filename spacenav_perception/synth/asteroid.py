@@ -5,7 +5,7 @@ Scene
       on a lat/lon node grid and is bilinear in (lat, lon) between nodes -- this interpolated
       function *is* the body (the ray caster and the centre-of-mass integral use the same one).
       Base profile: blend of an oblate ellipsoid and a double cone with its rim at the equator
-      (equatorial ridge), equatorial diameter 0.75-0.95 km, polar/equatorial 0.75-0.9; then
+      (equatorial ridge; the cone's weight fades as cos^2(lat) so the poles stay round), equatorial diameter 0.75-0.95 km, polar/equatorial 0.75-0.9; then
       low-order shape perturbations, craters (power-law sizes, bowl + raised rim), boulders and
       fine roughness; an albedo map with broad and fine variation.
     * Moonlet: triaxial ~177 x 174 x 116 m with its own small irregularity, craters and boulders,
@@ -304,14 +304,16 @@ def build_primary(rng, n_lat=257, n_lon=512, perturb=True, diameter_m=None, pola
     """Random spinning-top primary. Returns (RadialShape, info dict)."""
     d = float(diameter_m if diameter_m is not None else rng.uniform(750.0, 950.0))
     q = float(polar_ratio if polar_ratio is not None else rng.uniform(0.75, 0.9))
-    w = float(ridge_weight if ridge_weight is not None else rng.uniform(0.35, 0.7))
+    w = float(ridge_weight if ridge_weight is not None else rng.uniform(0.4, 0.8))
     a, c = d / 2, d / 2 * q
     lat, lon, u = _grid_directions(n_lat, n_lon)
     cl = np.abs(np.cos(lat))[:, None]
     sl = np.abs(np.sin(lat))[:, None]
     r_ell = 1.0 / np.sqrt((cl / a) ** 2 + (sl / c) ** 2)
     r_cone = 1.0 / (cl / a + sl / c)
-    r = np.broadcast_to((1 - w) * r_ell + w * r_cone, (n_lat, n_lon)).copy()
+    # the cone's weight fades toward the poles (cos^2 lat): sharp equatorial ridge, round poles
+    wl = w * cl ** 2
+    r = np.broadcast_to((1 - wl) * r_ell + wl * r_cone, (n_lat, n_lon)).copy()
     if perturb:
         # equatorial ellipticity and a few broad bumps/dents: low-order shape perturbations
         e = rng.uniform(0.0, 0.05)

@@ -1,0 +1,102 @@
+"""`spacenav bench --quick --json` runs end to end and its JSON has the documented shape.
+
+No timing thresholds (speed lives in bench/RESULTS.md): only structure, and that every figure
+is a positive / non-negative finite number, so the benchmark cannot silently rot.
+"""
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SPACENAV = Path(sys.executable).parent / 'spacenav'
+
+MODEL_KEYS = {'model', 'engine', 'device', 'p50_ms', 'p99_ms', 'fps'}
+NODE_KEYS = {'node', 'p50_ms', 'p95_ms', 'max_ms', 'lost', 'passthrough_p50_ms',
+             'predictor_p50_ms'}
+OVERLOAD_KEYS = {'node', 'answered', 'dropped', 'p95_ms', 'max_ms', 'rss_before_mb',
+                 'rss_after_mb'}
+
+
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and \
+        math.isfinite(value) and value > 0
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+@pytest.fixture(scope='module')
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp('bench') / 'bench.json'
+    cmd = [str(SPACENAV) if SPACENAV.exists() else 'spacenav', 'bench', '--quick', '--json',
+           '--device', 'cpu', '--out', str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env=os.environ.copy())
+    assert proc.returncode == 0, f'exit {proc.returncode}\nstderr:\n{proc.stderr[-4000:]}'
+    return proc, out
+
+
+def test_stdout_is_one_json_object_equal_to_out_file(quick_run):
+    proc, out = quick_run
+    result = json.loads(proc.stdout)       # the whole of stdout is ONE object
+    assert isinstance(result, dict)
+    assert json.loads(out.read_text()) == result
+    assert 'Models' in proc.stderr         # the table went to stderr
+
+
+def test_models_section(quick_run):
+    result = json.loads(quick_run[0].stdout)
+    rows = result['models']
+    assert rows
+    for row in rows:
+        assert MODEL_KEYS <= set(row), row
+        assert row['model'] in ('centroid', 'hazard', 'thesis')
+        assert row['engine'] in ('torchscript', 'export', 'onnxruntime')
+        assert row['device'] == 'cpu'
+        for key in ('p50_ms', 'p99_ms', 'fps'):
+            assert _positive(row[key]), (key, row)
+        assert row['p99_ms'] >= row['p50_ms']
+    seen = {(r['model'], r['engine']) for r in rows if r.get('scope') == 'predictor'}
+    for model in ('centroid', 'hazard', 'thesis'):
+        assert any(m == model for m, _ in seen), f'no predictor row for {model}'
+    for ratio in result['ratios']:
+        assert _positive(ratio['ratio'])
+    assert set(result['fastest_engine']) >= {'centroid', 'hazard', 'thesis'}
+
+
+def test_nodes_section(quick_run):
+    result = json.loads(quick_run[0].stdout)
+    rows = {r['node']: r for r in result['nodes']}
+    assert set(rows) == {'centroid_node', 'hazard_node'}, result['errors']
+    for row in rows.values():
+        assert NODE_KEYS <= set(row), row
+        for key in ('p50_ms', 'p95_ms', 'max_ms', 'passthrough_p50_ms', 'predictor_p50_ms'):
+            assert _positive(row[key]), (key, row)
+        assert _count(row['lost']) and row['lost'] < row['published'], row
+        assert row['max_ms'] >= row['p95_ms'] >= row['p50_ms'] > 0
+
+
+def test_overload_section(quick_run):
+    result = json.loads(quick_run[0].stdout)
+    rows = {r['node']: r for r in result['overload']}
+    assert set(rows) == {'centroid_node', 'hazard_node'}, result['errors']
+    for row in rows.values():
+        assert OVERLOAD_KEYS <= set(row), row
+        assert _count(row['answered']) and row['answered'] > 0, row
+        assert _count(row['dropped'])
+        assert row['answered'] + row['dropped'] == row['published']
+        for key in ('p95_ms', 'max_ms', 'rss_before_mb', 'rss_after_mb'):
+            assert _positive(row[key]), (key, row)
+
+
+def test_run_is_described(quick_run):
+    result = json.loads(quick_run[0].stdout)
+    assert result['mode'] == 'quick'
+    machine = result['machine']
+    assert machine['nproc'] >= 1 and machine['cpu'] and machine['date']

@@ -202,7 +202,7 @@ def make_bag(data_dir, out_bag, *, storage='mcap', rate_hz=fs.DEFAULT_RATE_HZ,
     _fsync_tree(stage)
     os.replace(stage, out_bag)          # atomic on one file system: BAG appears complete
     shutil.rmtree(stage_root, ignore_errors=True)
-    summary = problems.summary()
+    summary = problems.summary() if problems else ''
     return BagSummary(out_bag, n_frames, n_messages, layout, storage, summary)
 
 

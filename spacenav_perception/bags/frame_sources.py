@@ -191,7 +191,7 @@ def _read_meta(directory: Path, problems) -> dict:
                 if name:
                     rows[name] = row
     except (OSError, csv.Error, UnicodeDecodeError) as exc:
-        _record(problems, 'bad_csv', meta_path, f'meta.csv cannot be read ({exc}); '
+        _record(problems, 'bad_meta', meta_path, f'meta.csv cannot be read ({exc}); '
                 'using the default field of view')
     return rows
 
@@ -215,9 +215,9 @@ def _stamp(t0_ns: int, i: int, rate_hz: float) -> int:
     return int(t0_ns) + int(round(i * 1e9 / rate_hz))
 
 
-def _read_png(path: Path, flags: int, problems, what: str):
+def _read_png(path: Path, flags: int, problems, what: str, missing_kind='missing_image'):
     if not path.is_file():
-        _record(problems, 'missing_image', path, f'{what} file is missing')
+        _record(problems, missing_kind, path, f'{what} file is missing')
         return None
     image = cv2.imread(str(path), flags)
     if image is None or image.size == 0:
@@ -243,7 +243,7 @@ def read_asteroid_labels(directory, problems) -> list:
             i_name, i_x, i_y = (header.index('image_name'), header.index('x_coordinate'),
                                 header.index('y_coordinate'))
         except ValueError:
-            _record(problems, 'bad_csv', labels_path,
+            _record(problems, 'bad_header', labels_path,
                     f'header {header} lacks image_name,x_coordinate,y_coordinate')
             return rows
         for line_no, row in enumerate(reader, start=2):
@@ -259,7 +259,7 @@ def read_asteroid_labels(directory, problems) -> list:
                 if math.isinf(x) or math.isinf(y):
                     raise ValueError('infinite coordinate')
             except (IndexError, ValueError) as exc:
-                _record(problems, 'bad_csv', f'{labels_path}:{line_no}',
+                _record(problems, 'bad_row', f'{labels_path}:{line_no}',
                         f'malformed row {row!r} ({exc})')
                 continue
             rows.append((name, x, y))
@@ -344,16 +344,17 @@ def iter_lunar_frames(directory, *, start_index=0, end_index=-1, problems=None, 
             if mask_path.is_file():
                 index += 1
             else:
-                _record(problems, 'missing_image', mask_path, f'{masks} mask file is missing')
+                _record(problems, 'missing_mask', mask_path, f'{masks} mask file is missing')
             continue
         image = _read_png(render_path, cv2.IMREAD_COLOR, problems, 'render')
         if image is None:
             continue
-        mask = _read_png(mask_path, cv2.IMREAD_COLOR, problems, f'{masks} mask')
+        mask = _read_png(mask_path, cv2.IMREAD_COLOR, problems, f'{masks} mask',
+                         missing_kind='missing_mask')
         if mask is None:
             continue
         if mask.shape[:2] != image.shape[:2]:
-            _record(problems, 'size_mismatch', mask_path,
+            _record(problems, 'bad_image_size', mask_path,
                     f'mask is {mask.shape[1]}x{mask.shape[0]} but the render is '
                     f'{image.shape[1]}x{image.shape[0]}')
             continue
@@ -505,7 +506,7 @@ def iter_bag_frames(path, *, start_index=0, end_index=-1, problems=None, strict=
             except StopIteration:
                 break
             except Exception as exc:  # noqa: BLE001 - truncated chunk, bad CDR, ...
-                _record(problems, 'bad_bag', path,
+                _record(problems, 'truncated_bag', path,
                         f'bag is damaged after {state["index"]} frames: {exc}')
                 break
             stamp_ns = _stamp_ns_of(msg)

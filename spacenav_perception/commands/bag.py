@@ -54,6 +54,7 @@ def register(subparsers) -> None:
 def run_make(args) -> int:
     from spacenav_perception.bags.bag_writer import make_bag
     from spacenav_perception.bags.frame_sources import SourceError
+    from spacenav_perception.data.problems import DataError
     t0_ns = None if args.t0_sec is None else int(round(args.t0_sec * 1e9))
     try:
         summary = make_bag(args.data, args.out, storage=args.storage, rate_hz=args.rate_hz,
@@ -61,15 +62,13 @@ def run_make(args) -> int:
                            strict=args.strict, t0_ns=t0_ns, start_index=args.start_index,
                            end_index=args.end_index, overwrite=args.overwrite,
                            progress=not args.no_progress)
+    except DataError as exc:
+        print(f'spacenav bag make: stopped at the first data problem (--strict): {exc}',
+              file=sys.stderr)
+        return 1
     except (SourceError, FileExistsError, ValueError) as exc:
         print(f'spacenav bag make: error: {exc}', file=sys.stderr)
         return 1
-    except Exception as exc:  # noqa: BLE001 - strict-mode data problem
-        if type(exc).__module__.endswith('data.problems'):
-            print(f'spacenav bag make: stopped at the first data problem (--strict): {exc}',
-                  file=sys.stderr)
-            return 1
-        raise
     print(f'wrote {summary.path} ({summary.storage}, {summary.layout}): {summary.frames} frames, '
           f'{summary.messages} messages')
     if summary.problems_summary:

@@ -94,7 +94,6 @@ class EvalNode(Node):
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(p['qos_depth']),
                          reliability=reliability, durability=DurabilityPolicy.VOLATILE)
         ev = self.evaluator
-        self._sub(Image, p['image_topic'], self._on_image, qos)
         self._sub(PointStamped, p['centroid_topic'],
                   lambda m: ev.add_centroid_pred(_stamp(m), (m.point.x, m.point.y), _now()), qos)
         self._sub(PointStamped, p['centroid_truth_topic'],
@@ -108,6 +107,9 @@ class EvalNode(Node):
                   lambda m: self._on_mask(m, ev.add_segmentation_pred), qos)
         self._sub(Image, p['segmentation_truth_topic'],
                   lambda m: self._on_mask(m, ev.add_segmentation_truth), qos)
+        # The image subscription last: a replay waiting for image subscribers then finds the
+        # truth subscriptions (created first) matched too.
+        self._sub(Image, p['image_topic'], self._on_image, qos)
         self.rejected = 0
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         if p['listen_diagnostics']:

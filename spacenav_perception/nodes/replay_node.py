@@ -202,7 +202,7 @@ class ReplayNode(Node):
         values = {'path': self._path, 'state': state, 'frames_published': self.published,
                   'frames_this_pass': self._pass_frames, 'passes_completed': self.passes,
                   'frames_total': '' if self._total is None else self._total,
-                  'data_problems': len(getattr(self._problems, 'problems', []) or [])}
+                  'data_problems': len(self._problems)}
         msg = DiagnosticArray()
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.status = [DiagnosticStatus(level=DiagnosticStatus.OK,
@@ -334,9 +334,8 @@ class ReplayNode(Node):
     def _finish_pass(self):
         self.passes += 1
         n = self._pass_frames
-        summary = self._problems.summary()
-        if summary and not getattr(self, '_summary_logged', False):
-            self.get_logger().warning(f'data problems: {summary}')
+        if self._problems and not getattr(self, '_summary_logged', False):
+            self.get_logger().warning(self._problems.summary())
             self._summary_logged = True
         if n == 0:
             self._stop(f'no frames to replay in {self._path}')

@@ -672,68 +672,70 @@ class _ShadowMap:
         return out[0, 0, 0]
 
 
-def _rock_shadows(scene: Scene, o, frame, fx, p, hit_pix, hit_lobe, sun, device):
-    """True where the ray from hit point p toward the sun meets a rock lobe."""
-    w, h = scene.width, scene.height
-    npx = w * h
-    shadow = torch.zeros(npx, dtype=torch.bool, device=device)
-    if scene.rock_center.shape[0] == 0 or hit_pix.numel() == 0:
+def _rock_shadows(scene: Scene, p, hit_lobe, sun, device, bin_m=0.03):
+    """True where the ray from hit point p (M, 3) toward the sun meets a rock lobe other than the
+    point's own (or its own lobe further along the ray).
+
+    World-space search: points and lobe shadow strips are binned across the horizontal sun
+    direction; within a bin the points are sorted along it, so each lobe only visits the points
+    under its shadow footprint. Exact ray-ellipsoid tests follow."""
+    m_pts = p.shape[0]
+    shadow = torch.zeros(m_pts, dtype=torch.bool, device=device)
+    if scene.rock_center.shape[0] == 0 or m_pts == 0:
         return shadow
     sun_t = torch.tensor(sun, dtype=torch.float32, device=device)
+    hz = math.hypot(sun[0], sun[1])
+    u = (sun[0] / hz, sun[1] / hz)
     c, rad = scene.rock_center, scene.rock_radius
-    depth_all = (p - o) @ frame[0]
-    near_d = max(0.05, float(depth_all.min()) * 0.9)
-    # extent of each lobe's shadow: until the sun ray from its top falls 2 radii + 0.1 m under
-    # the ground under the rock
     ground = _height(scene, c[:, 0], c[:, 1])
-    length = (c[:, 2] + rad - ground + 2 * rad + 0.1) / max(sun[2], 1e-3)
-    length = torch.clamp(length, max=80.0)
-    npieces = torch.clamp(torch.ceil(length / torch.clamp(6 * rad, min=0.3)), 1, 24).long()
-    lobe_of_piece = torch.repeat_interleave(torch.arange(len(c), device=device), npieces)
-    start = torch.cumsum(npieces, 0) - npieces
-    k = torch.arange(int(npieces.sum()), device=device) - start[lobe_of_piece]
-    seg = length[lobe_of_piece] / npieces[lobe_of_piece]
-    a = c[lobe_of_piece] - sun_t[None] * (k * seg)[:, None]
-    b = c[lobe_of_piece] - sun_t[None] * ((k + 1) * seg)[:, None]
-    r_p = rad[lobe_of_piece]
-    fr = frame[0]
-    za, zb = (a - o) @ fr, (b - o) @ fr
-    # clip the piece to the near plane
-    lim = near_d
-    keep = (za > lim - r_p) | (zb > lim - r_p)
-    tcl = (lim - za) / (zb - za + 1e-12)
-    a = torch.where(((za < lim) & (zb >= lim))[:, None], a + (b - a) * tcl[:, None], a)
-    b = torch.where(((zb < lim) & (za >= lim))[:, None], a + (b - a) * tcl[:, None], b)
-    za, zb = torch.clamp((a - o) @ fr, min=lim), torch.clamp((b - o) @ fr, min=lim)
-    ua, va, _ = _project(a, o, frame, fx, w, h)
-    ub, vb, _ = _project(b, o, frame, fx, w, h)
-    ext = fx * r_p / torch.clamp(torch.minimum(za, zb) - r_p, min=lim * 0.5) + 1.5
-    big = 4 * max(w, h)
-    ua, ub, va, vb = (t.clamp(-big, big) for t in (ua, ub, va, vb))
-    x0 = torch.floor(torch.minimum(ua, ub) - ext).long().clamp(0, w)
-    x1 = (torch.ceil(torch.maximum(ua, ub) + ext).long() + 1).clamp(0, w)
-    y0 = torch.floor(torch.minimum(va, vb) - ext).long().clamp(0, h)
-    y1 = (torch.ceil(torch.maximum(va, vb) + ext).long() + 1).clamp(0, h)
-    x1 = torch.where(keep, x1, x0)
-    pix, piece = _pairs_from_boxes(x0, x1, y0, y1, w)
-    # map pixels to hit points
-    slot = torch.full((npx,), -1, dtype=torch.long, device=device)
-    slot[hit_pix] = torch.arange(hit_pix.numel(), device=device)
-    for s in range(0, pix.numel(), _CHUNK):
-        pp, pc = pix[s:s + _CHUNK], piece[s:s + _CHUNK]
-        sl = slot[pp]
-        ok = sl >= 0
-        pp, pc, sl = pp[ok], pc[ok], sl[ok]
-        if pp.numel() == 0:
+    # shadow reach: until the sun ray over the lobe top falls 2 radii + 0.1 m under its ground
+    length = torch.clamp((c[:, 2] + 3 * rad - ground + 0.1) / max(sun[2], 1e-3), max=80.0)
+    reach_h = length * hz + rad            # horizontal extent of the strip behind the centre
+    # point coordinates: along (toward the sun) and across
+    ps = (p[:, 0] * u[0] + p[:, 1] * u[1]).double()
+    pw = -p[:, 0] * u[1] + p[:, 1] * u[0]
+    pb = torch.floor(pw / bin_m).long()
+    b0 = int(pb.min())
+    s0 = float(ps.min())
+    key = (pb - b0).double() * 1e7 + (ps - s0)
+    key_sorted, order = torch.sort(key)
+    cs = (c[:, 0] * u[0] + c[:, 1] * u[1]).double()
+    cw = -c[:, 0] * u[1] + c[:, 1] * u[0]
+    lb0 = torch.floor((cw - rad) / bin_m).long()
+    lb1 = torch.floor((cw + rad) / bin_m).long()
+    nb = (lb1 - lb0 + 1).clamp(min=1)
+    q_lobe = torch.repeat_interleave(torch.arange(len(c), device=device), nb)
+    start = torch.cumsum(nb, 0) - nb
+    q_bin = lb0[q_lobe] + torch.arange(int(nb.sum()), device=device) - start[q_lobe]
+    base = (q_bin - b0).double() * 1e7 - s0
+    lo = torch.searchsorted(key_sorted, base + cs[q_lobe] - reach_h[q_lobe].double())
+    hi = torch.searchsorted(key_sorted, base + cs[q_lobe] + rad[q_lobe].double())
+    cnt = (hi - lo).clamp(min=0)
+    total = int(cnt.sum())
+    if total == 0:
+        return shadow
+    q_start = torch.cumsum(cnt, 0) - cnt
+    for s_ in range(0, total, _CHUNK):
+        e_ = min(total, s_ + _CHUNK)
+        k = torch.arange(s_, e_, device=device)
+        q = torch.searchsorted(q_start + cnt, k, right=True)   # query of each pair
+        pt = order[lo[q] + (k - q_start[q])]
+        lobe = q_lobe[q]
+        org = p[pt]
+        v = org - c[lobe]
+        along = -(v @ sun_t)
+        perp2 = (v * v).sum(-1) - along * along
+        r_l = rad[lobe]
+        inside = (perp2 <= r_l * r_l) & (along >= -r_l) & (along <= length[lobe] + r_l)
+        if not inside.any():
             continue
-        lobe = lobe_of_piece[pc]
-        not_self = hit_lobe[sl] != lobe
-        org = p[sl]
+        pt, lobe, org = pt[inside], lobe[inside], org[inside]
+        own = hit_lobe[pt] == lobe
         t0, t1, valid, _, _ = _ellipsoid_t(org, sun_t[None].expand_as(org), c[lobe], scene.rock_M[lobe])
-        eps = 1e-3 + 1e-4 * (org - o).norm(dim=1)
-        occ = valid & (t0 > eps) & not_self | (valid & ~not_self & (t0 > eps) & (t1 > t0 + eps))
+        eps = 2e-3
+        occ = valid & (t0 > eps) & (~own | (t1 > t0 + eps))
         if occ.any():
-            shadow[pp[occ]] = True
+            shadow[pt[occ]] = True
     return shadow
 
 
@@ -836,8 +838,8 @@ def render(scene: Scene, device=None):
     lit = (p[:, 2] + bias >= lowest) & ((n * sun_t[None]).sum(-1) > 0)
     # rock occluders only matter where the point is otherwise lit
     cand = torch.nonzero(lit).squeeze(1)
-    rock_sh = _rock_shadows(scene, o, frame, fx, p[cand], hit_pix[cand], lobe_h[cand], sun, device)
-    lit[cand] = lit[cand] & ~rock_sh[hit_pix[cand]]
+    rock_sh = _rock_shadows(scene, p[cand], lobe_h[cand], sun, device)
+    lit[cand] = lit[cand] & ~rock_sh
 
     prm = scene.params
     view = -dh
@@ -937,15 +939,33 @@ def _meta(scene: Scene, ground_mask, clean_mask, info):
     )
 
 
+class _single_thread:
+    """Run CPU rendering with one intra-op thread: results then do not depend on the machine's
+    thread count (bit-identical output for a seed) and parallelism comes from worker processes."""
+
+    def __init__(self, device):
+        self.active = torch.device(device).type == 'cpu'
+
+    def __enter__(self):
+        if self.active:
+            self.prev = torch.get_num_threads()
+            torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        if self.active:
+            torch.set_num_threads(self.prev)
+
+
 def render_scene(seed_or_rng, width=720, height=480, device='auto', overrides=None):
     """Render one random scene.
 
     seed_or_rng: int seed or numpy Generator. Returns (rgb uint8 HxWx3, ground mask class ids
     uint8 HxW, clean mask class ids uint8 HxW, meta dict). meta also carries the per-pixel
-    'rock_id' (-1 = no rock), 'depth' (m along the ray, inf = sky) and 'lit' arrays."""
+    'rock_id' (-1 = no rock), 'depth' (m along the ray, inf = sky) and 'lit' arrays.
+    overrides: see `sample_scene` (test hooks: flat terrain, given rocks, camera, sun, no noise)."""
     dev = resolve_device(device)
     rng = seed_or_rng if isinstance(seed_or_rng, np.random.Generator) else np.random.default_rng(seed_or_rng)
-    with torch.no_grad():
+    with torch.no_grad(), _single_thread(dev):
         scene = sample_scene(rng, width, height, dev, overrides)
         rgb, gmask, cmask, info = render(scene, dev)
     meta = _meta(scene, gmask, cmask, info)
@@ -970,28 +990,57 @@ def _write_png(path: Path, rgb: np.ndarray):
     os.replace(tmp, path)
 
 
+def _render_one(args):
+    """Render and write image `i` of data set `seed`; returns its meta.csv row."""
+    out, seed, i, width, height, device = args
+    rgb, gmask, cmask, meta = render_scene(image_rng(seed, i), width, height, device)
+    num = f'{i + 1:04d}'
+    img = Path(out) / 'images'
+    _write_png(img / 'render' / f'render{num}.png', rgb)
+    _write_png(img / 'ground' / f'ground{num}.png', colorize(gmask))
+    _write_png(img / 'clean' / f'clean{num}.png', colorize(cmask))
+    row = {'image_name': f'render{num}.png', 'seed': seed, 'index': i}
+    row.update({k: v for k, v in meta.items() if k in META_FIELDS})
+    return row
+
+
 def render_dataset(out_dir, n, seed, width=720, height=480, device='auto', start_index=0,
-                   progress=True):
+                   progress=True, workers='auto'):
     """Render images start_index .. start_index + n - 1 of data set `seed` into out_dir (Kaggle
-    layout, see module doc). Rows of an existing meta.csv for other indices are kept, so a set can
-    be rendered in chunks. Returns the path of meta.csv."""
+    layout, see module doc) and return the path of meta.csv.
+
+    Rows of an existing meta.csv for other indices are kept, so a set can be rendered in chunks.
+    meta.csv is (re)written only when all n images are done (temporary file + rename); PNGs are
+    written under a temporary name and renamed, so no half-written PNG carries a final name.
+    workers: processes rendering in parallel; 'auto' = one per CPU core (at most 8) on CPU, 1 on
+    CUDA. Output bytes do not depend on `workers`."""
     from tqdm import tqdm
     out = Path(out_dir)
-    dirs = {k: out / 'images' / k for k in ('render', 'ground', 'clean')}
-    for d in dirs.values():
-        d.mkdir(parents=True, exist_ok=True)
+    for k in ('render', 'ground', 'clean'):
+        (out / 'images' / k).mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
+    if workers == 'auto':
+        workers = 1 if dev.type == 'cuda' else max(1, min(8, os.cpu_count() or 1))
+    workers = max(1, min(int(workers), n)) if n > 0 else 1
+    jobs = [(str(out), int(seed), i, int(width), int(height), str(dev))
+            for i in range(start_index, start_index + n)]
+    bar = tqdm(total=n, desc=f'lunar render {width}x{height} ({dev.type})', unit='img',
+               disable=not progress)
     rows = []
-    for i in tqdm(range(start_index, start_index + n), desc=f'lunar render ({dev.type})',
-                  unit='img', disable=not progress):
-        rgb, gmask, cmask, meta = render_scene(image_rng(seed, i), width, height, dev)
-        num = f'{i + 1:04d}'
-        _write_png(dirs['render'] / f'render{num}.png', rgb)
-        _write_png(dirs['ground'] / f'ground{num}.png', colorize(gmask))
-        _write_png(dirs['clean'] / f'clean{num}.png', colorize(cmask))
-        row = {'image_name': f'render{num}.png', 'seed': seed, 'index': i}
-        row.update({k: v for k, v in meta.items() if k in META_FIELDS})
-        rows.append(row)
+    try:
+        if workers == 1:
+            for job in jobs:
+                rows.append(_render_one(job))
+                bar.update(1)
+        else:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+            with ProcessPoolExecutor(workers, mp_context=mp.get_context('spawn')) as pool:
+                for row in pool.map(_render_one, jobs, chunksize=1):
+                    rows.append(row)
+                    bar.update(1)
+    finally:
+        bar.close()
     meta_path = out / 'meta.csv'
     names = {r['image_name'] for r in rows}
     old = []

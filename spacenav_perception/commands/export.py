@@ -1,0 +1,38 @@
+"""`spacenav export`: training checkpoint -> .ts / .pt2 / .onnx + one JSON manifest."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        'export', help='export a checkpoint to TorchScript / torch.export / ONNX + manifest',
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description='Rebuild the network of a training checkpoint (RUNDIR/best.pt), write the '
+                    'requested formats beside --out (models/NAME.ts -> NAME.pt2, NAME.onnx), '
+                    'verify each against the eager model, and write ONE manifest NAME.json '
+                    '(sha256 of every file, task, arch, input, output convention, class names, '
+                    'training metrics, training command/device/seconds, export command).')
+    p.add_argument('--checkpoint', required=True, help='RUNDIR/best.pt (or last.pt)')
+    p.add_argument('--out', required=True, help='primary model file, e.g. models/centroid.ts')
+    p.add_argument('--formats', default='ts,pt2,onnx',
+                   help='comma-separated subset of ts,pt2,onnx (the --out suffix is always included)')
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+    from spacenav_perception.export import export_checkpoint, FORMATS
+    formats = [f.strip() for f in args.formats.split(',') if f.strip()]
+    primary = Path(args.out).suffix.lstrip('.')
+    if primary not in FORMATS:
+        print(f'--out must end in one of .{", .".join(FORMATS)}')
+        return 2
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        print(f'unknown format(s) {bad}; known: {", ".join(FORMATS)}')
+        return 2
+    if primary not in formats:
+        formats.insert(0, primary)
+    result = export_checkpoint(args.checkpoint, args.out, formats)
+    return 0 if Path(args.out).exists() else 1

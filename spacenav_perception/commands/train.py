@@ -1,0 +1,101 @@
+"""`spacenav train centroid|segmentation`: train a model with the shared trainer."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+
+def _common(p, defaults_note: str) -> None:
+    p.add_argument('--data', required=True, help='training dataset folder')
+    p.add_argument('--val', required=True, help='validation dataset folder')
+    p.add_argument('--out', required=True, help='run folder (checkpoints, curves, overlays)')
+    p.add_argument('--epochs', type=int, default=None, help=f'epochs ({defaults_note})')
+    p.add_argument('--batch-size', type=int, default=None,
+                   help=f'global batch size, split over DDP ranks ({defaults_note})')
+    p.add_argument('--lr', type=float, default=None, help=f'learning rate ({defaults_note})')
+    p.add_argument('--weight-decay', type=float, default=None, help='AdamW weight decay')
+    p.add_argument('--seed', type=int, default=0, help='seed for weights, shuffling, augmentation')
+    p.add_argument('--device', choices=('auto', 'cpu', 'cuda'), default='auto',
+                   help='auto: CUDA when available, else CPU')
+    p.add_argument('--workers', type=int, default=0, help='DataLoader worker processes')
+    p.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: default)')
+    p.add_argument('--resume', action='store_true', help='continue from OUT/last.pt')
+    p.add_argument('--amp', action='store_true', help='mixed precision (CUDA only)')
+    p.add_argument('--overlay-every', type=int, default=5,
+                   help='write a validation overlay PNG every N epochs')
+    p.add_argument('--limit', type=int, default=0, help='use only the first N samples (debug)')
+    p.add_argument('--max-steps-per-epoch', type=int, default=0, help='cap steps (debug)')
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        'train', help='train the centroid or segmentation network',
+        description='Train with the shared trainer (tqdm, fixed seeds, checkpoints last.pt / '
+                    'best.pt + config.json, loss curve and validation overlays every epoch). '
+                    'Multi-process: torchrun --nproc_per_node=N -m spacenav_perception.cli '
+                    'train ... (DDP: gloo on CPU, nccl on CUDA).')
+    sub = parser.add_subparsers(dest='train_task', metavar='TASK')
+    c = sub.add_parser(
+        'centroid', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help='asteroid centre-of-mass regression',
+        description='Train a centroid model on DIR/images + labels.csv. --arch centroidnet '
+                    '(default): 256x256 soft-argmax network, AdamW 2e-3 one-cycle, batch 32, '
+                    '30 epochs. --arch thesis: the thesis 6-conv CNN with its own recipe '
+                    '(128x128, MSE, Adam 1e-4, batch 32, no augmentation).')
+    _common(c, 'default: per --arch')
+    c.add_argument('--arch', choices=('centroidnet', 'thesis'), default='centroidnet')
+    c.add_argument('--input-size', type=int, default=None,
+                   help='square model input (default 256 centroidnet, 128 thesis)')
+    c.add_argument('--p-empty', type=float, default=0.1,
+                   help='fraction of synthetic no-target frames (centroidnet)')
+    c.set_defaults(func=run_centroid)
+    s = sub.add_parser(
+        'segmentation', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help='lunar terrain segmentation (ground, small rock, large rock, sky)',
+        description='Train a segmentation model on the Kaggle lunar layout. --arch hazardnet '
+                    '(default): residual encoder + U-Net decoder, CE + Dice, AdamW 2e-3 '
+                    'one-cycle. --arch unet: the report\'s custom U-Net, CE, Adam 1e-3.')
+    _common(s, 'default: per --arch')
+    s.add_argument('--arch', choices=('hazardnet', 'unet'), default='hazardnet')
+    s.add_argument('--masks', choices=('clean', 'ground'), default='clean')
+    s.add_argument('--input-hw', type=int, nargs=2, default=None, metavar=('H', 'W'),
+                   help='model input height width (default 240 352)')
+    s.set_defaults(func=run_segmentation)
+    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+
+
+def _config(args, defaults: dict):
+    from spacenav_perception.training.trainer import TrainConfig
+    pick = lambda v, k: defaults[k] if v is None else v
+    return TrainConfig(
+        out=args.out, epochs=pick(args.epochs, 'epochs'), batch_size=pick(args.batch_size, 'batch_size'),
+        lr=pick(args.lr, 'lr'), weight_decay=pick(args.weight_decay, 'weight_decay'),
+        seed=args.seed, device=args.device, workers=args.workers, resume=args.resume,
+        amp=args.amp, overlay_every=args.overlay_every, threads=args.threads,
+        max_steps_per_epoch=args.max_steps_per_epoch,
+        command='spacenav ' + ' '.join(shlex.quote(a) for a in sys.argv[1:]))
+
+
+def _run(task, cfg) -> int:
+    from spacenav_perception.training.trainer import Trainer, cleanup_distributed
+    try:
+        result = Trainer(task, cfg).fit()
+    finally:
+        cleanup_distributed()
+    print(f'best {task.metric_name}: {result["best"]}  (run folder {cfg.out})')
+    return 0
+
+
+def run_centroid(args) -> int:
+    from spacenav_perception.training.centroid_task import CentroidTask, arch_defaults
+    task = CentroidTask(args.data, args.val, args.arch, args.input_size, args.seed,
+                        args.p_empty, args.limit)
+    return _run(task, _config(args, arch_defaults(args.arch)))
+
+
+def run_segmentation(args) -> int:
+    from spacenav_perception.training.segmentation_task import SegmentationTask, arch_defaults
+    task = SegmentationTask(args.data, args.val, args.arch, args.masks, args.input_hw,
+                            args.seed, args.limit)
+    return _run(task, _config(args, arch_defaults(args.arch)))

@@ -1,0 +1,79 @@
+"""Segmentation evaluation through the node's runtime path (InferenceEngine +
+SegmentationPredictor): the predicted class map at the *input* (frame) resolution is compared
+with the mask decoded from the dataset; one confusion matrix is accumulated over the whole set.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from ..training.segmentation_task import (CLASS_NAMES, NUM_CLASSES, list_pairs, mask_to_classes,
+                                          read_rgb, scores)
+
+
+def evaluate_segmentation(data, model=None, masks='clean', device='cpu', out=None, limit=0,
+                          n_overlays=4, progress=True) -> dict:
+    from ..core.engine import InferenceEngine
+    from ..core.segmentation_predictor import SegmentationPredictor
+    from ..paths import packaged_model_path
+    model = Path(model) if model else packaged_model_path('hazard')
+    engine = InferenceEngine(model, device=device, expected_task='segmentation')
+    predictor = SegmentationPredictor(engine, compute_safe_site=False)
+    pairs = list_pairs(data, masks)
+    if limit:
+        pairs = pairs[:limit]
+    cm = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+    samples, latency, n = [], [], 0
+    pick = set(np.linspace(0, len(pairs) - 1, min(n_overlays, len(pairs))).astype(int).tolist())
+    for i, (rp, mp) in enumerate(tqdm(pairs, desc='eval segmentation', disable=not progress)):
+        try:
+            img = read_rgb(rp)
+            m = cv2.imread(str(mp), cv2.IMREAD_COLOR)
+            if m is None:
+                continue
+        except ValueError:
+            continue
+        truth = mask_to_classes(m)
+        t0 = time.perf_counter()
+        pred = predictor.predict(img, 'rgb8').classes
+        latency.append(time.perf_counter() - t0)
+        idx = truth.reshape(-1).astype(np.int64) * NUM_CLASSES + pred.reshape(-1)
+        cm += np.bincount(idx, minlength=NUM_CLASSES ** 2).reshape(NUM_CLASSES, NUM_CLASSES)
+        n += 1
+        if i in pick:
+            samples.append((img, truth, pred))
+    s = scores(cm)
+    result = {'n': n, 'miou': s['miou'], 'pixel_accuracy': s['pixel_accuracy'], 'iou': s['iou'],
+              'confusion_matrix': cm.tolist(), 'class_names': CLASS_NAMES, 'masks': masks,
+              'model': str(model), 'engine': engine.engine, 'device': engine.device,
+              'data': str(data),
+              'predictor_latency_ms': {'p50': float(np.median(latency) * 1e3) if latency else None,
+                                       'p90': float(np.percentile(latency, 90) * 1e3) if latency else None}}
+    if out:
+        from ..training import plots
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        plots.confusion_matrix_plot(cm, CLASS_NAMES, out / 'confusion_matrix.png')
+        if samples:
+            plots.segmentation_overlay([a / 255.0 for a, _, _ in samples],
+                                       [b for _, b, _ in samples], [c for _, _, c in samples],
+                                       out / 'overlays.png')
+        with open(out / 'segmentation_eval.json', 'w') as f:
+            json.dump(result, f, indent=2)
+    return result
+
+
+def format_table(result: dict) -> str:
+    lines = [f'n {result["n"]}  mIoU {result["miou"]:.4f}  pixel accuracy '
+             f'{result["pixel_accuracy"]:.4f}  (masks: {result["masks"]})']
+    for k, v in result['iou'].items():
+        lines.append(f'  IoU {k:<11} {v:.4f}')
+    lat = result['predictor_latency_ms']
+    if lat['p50'] is not None:
+        lines.append(f'predictor latency p50 {lat["p50"]:.1f} ms ({result["engine"]}, {result["device"]})')
+    return '\n'.join(lines)

@@ -1,0 +1,148 @@
+"""Checkpoint -> TorchScript (.ts, shipped), torch.export (.pt2) and ONNX (.onnx) + ONE manifest.
+
+`export_checkpoint(checkpoint, out)` rebuilds the network named in the checkpoint's config,
+loads the plain state dict (torch.load(..., weights_only=True)), writes each requested format,
+checks every file against the eager model on a fixed random input (same outputs within a
+tolerance; a format that cannot be produced or verified is reported and left out), then writes
+models/NAME.json through core.manifest.write_manifest with the sha256 of each file.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FORMATS = ('ts', 'pt2', 'onnx')
+
+
+def build_from_config(config: dict) -> torch.nn.Module:
+    task, arch = config['task'], config['arch']
+    if task == 'centroid':
+        from .training.centroid_task import build_model
+        return build_model(arch)
+    if task == 'segmentation':
+        from .training.segmentation_task import build_model
+        return build_model(arch)
+    raise ValueError(f'unknown task {task!r} in checkpoint config')
+
+
+def load_checkpoint_model(checkpoint) -> tuple[torch.nn.Module, dict]:
+    """(eval-mode model on CPU, config dict) from RUNDIR/best.pt or last.pt."""
+    checkpoint = Path(checkpoint)
+    ck = torch.load(checkpoint, map_location='cpu', weights_only=True)
+    if 'config' in ck:
+        config = json.loads(ck['config'])
+    else:
+        config = json.loads((checkpoint.parent / 'config.json').read_text())
+    model = build_from_config(config)
+    model.load_state_dict(ck['model'] if 'model' in ck else ck)
+    model.eval()
+    return model, config
+
+
+def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).abs().max())
+
+
+def _check(name: str, ref: torch.Tensor, got: torch.Tensor, atol: float, rtol: float) -> float:
+    if tuple(ref.shape) != tuple(got.shape):
+        raise RuntimeError(f'{name}: output shape {tuple(got.shape)} != eager {tuple(ref.shape)}')
+    diff = _max_diff(ref, got)
+    tol = atol + rtol * float(ref.abs().max())
+    if not diff <= tol:
+        raise RuntimeError(f'{name}: max |difference| {diff:.3g} to the eager model exceeds {tol:.3g}')
+    return diff
+
+
+def export_model(model: torch.nn.Module, config: dict, out, formats=('ts', 'pt2', 'onnx'),
+                 metrics: dict | None = None, training: dict | None = None,
+                 export_command: str | None = None, atol: float = 1e-4, rtol: float = 1e-4,
+                 log=print) -> dict:
+    """Write the formats beside `out` (models/NAME.ts), verify them, write models/NAME.json.
+    Returns {'files': [...], 'manifest': path, 'max_abs_diff': {fmt: diff}, 'failed': {fmt: why}}."""
+    from .core.manifest import write_manifest
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stem = out.with_suffix('')
+    inp = config['input']
+    gen = torch.Generator().manual_seed(1234)
+    x = torch.rand(1, inp['channels'], inp['height'], inp['width'], generator=gen)
+    mean = torch.tensor(inp['mean'], dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(inp['std'], dtype=torch.float32).view(1, -1, 1, 1)
+    x = (x - mean) / std
+    model = model.eval()
+    with torch.inference_mode():
+        ref = model(x)
+    written, diffs, failed = [], {}, {}
+    for fmt in formats:
+        path = stem.with_suffix('.' + fmt)
+        try:
+            if fmt == 'ts':
+                scripted = torch.jit.script(model)
+                scripted.save(str(path))
+                loaded = torch.jit.load(str(path))
+                with torch.inference_mode():
+                    diffs[fmt] = _check(fmt, ref, loaded(x), atol, rtol)
+            elif fmt == 'pt2':
+                ep = torch.export.export(model, (x,))
+                torch.export.save(ep, str(path))
+                loaded = torch.export.load(str(path)).module()
+                with torch.inference_mode():
+                    diffs[fmt] = _check(fmt, ref, loaded(x), atol, rtol)
+            elif fmt == 'onnx':
+                import onnxruntime as ort
+                with warnings.catch_warnings():
+                    warnings.simplefilter('ignore')
+                    prog = torch.onnx.export(model, (x,), dynamo=True, input_names=['image'],
+                                             output_names=['output'], verbose=False)
+                    prog.save(str(path))
+                sess = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+                got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+                diffs[fmt] = _check(fmt, ref, torch.from_numpy(np.asarray(got)), atol * 10, rtol * 10)
+            else:
+                raise ValueError(f'unknown format {fmt!r} (known: {", ".join(FORMATS)})')
+            written.append(path)
+            log(f'wrote {path} ({path.stat().st_size / 1e6:.2f} MB), max |diff| to eager '
+                f'{diffs[fmt]:.2e}')
+        except Exception as exc:  # a format that cannot be produced is reported, not shipped
+            failed[fmt] = f'{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ""}'
+            log(f'warning: {fmt} export failed: {failed[fmt]}')
+            for p in (path, Path(str(path) + '.data')):
+                if p.exists():
+                    p.unlink()
+    if not written:
+        raise RuntimeError(f'no format could be exported: {failed}')
+    # the manifest lists the primary file (out) first
+    written.sort(key=lambda p: (p != out, p.suffix))
+    manifest = write_manifest(
+        written, task=config['task'], arch=config['arch'], input=inp, output=config['output'],
+        class_names=config.get('class_names', []), metrics=metrics or {},
+        training=training or {}, export_command=export_command,
+        export={'max_abs_diff_to_eager': diffs, 'failed': failed,
+                'torch': torch.__version__})
+    log(f'wrote {manifest}')
+    return {'files': [str(p) for p in written], 'manifest': str(manifest),
+            'max_abs_diff': diffs, 'failed': failed}
+
+
+def export_checkpoint(checkpoint, out, formats=('ts', 'pt2', 'onnx'), export_command=None,
+                      log=print) -> dict:
+    model, config = load_checkpoint_model(checkpoint)
+    metrics = dict(config.get('metrics', {}))
+    training = {'command': config.get('command', ''), 'device': config.get('device', ''),
+                'seconds': config.get('seconds', 0), 'epochs': config.get('epochs'),
+                'batch_size': config.get('batch_size'), 'lr': config.get('lr'),
+                'seed': config.get('seed'), 'data': config.get('data'), 'val': config.get('val'),
+                'n_train': config.get('n_train'), 'n_val': config.get('n_val'),
+                'loss': config.get('loss'), 'checkpoint': str(checkpoint)}
+    if 'masks' in config:
+        training['masks'] = config['masks']
+    if export_command is None:
+        export_command = 'spacenav ' + ' '.join(shlex.quote(a) for a in sys.argv[1:])
+    return export_model(model, config, out, formats, metrics=metrics, training=training,
+                        export_command=export_command, log=log)

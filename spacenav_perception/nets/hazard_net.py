@@ -1,0 +1,60 @@
+"""Default segmentation network: residual encoder (stride 32) with a light U-Net decoder.
+
+Input (N, 3, H, W) RGB in [0, 1] normalised per the manifest (H, W multiples of 32; default
+256 x 384 for 480 x 720 frames).  Output (N, 4, H, W) class logits (``logits_nchw``): the decoder
+stops at stride 2 and a final bilinear x2 brings the logits to the input size.
+"""
+from typing import List
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .centroid_net import ConvBNAct, ResBlock
+
+NUM_CLASSES = 4
+
+
+class DecoderBlock(nn.Module):
+    def __init__(self, cin: int, cskip: int, cout: int):
+        super().__init__()
+        self.conv = nn.Sequential(ConvBNAct(cin + cskip, cout, 3), ConvBNAct(cout, cout, 3))
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, size=skip.shape[-2:], mode='bilinear', align_corners=False)
+        return self.conv(torch.cat([x, skip], dim=1))
+
+
+class HazardNet(nn.Module):
+    output_convention = 'logits_nchw'
+
+    def __init__(self, in_channels: int = 3, num_classes: int = NUM_CLASSES,
+                 widths=(24, 32, 48, 96, 160), dec=(96, 64, 48, 32)):
+        super().__init__()
+        w0, w1, w2, w3, w4 = widths
+        self.stem = ConvBNAct(in_channels, w0, 3, 2)                               # /2
+        self.enc1 = nn.Sequential(ResBlock(w0, w1, 2), ResBlock(w1, w1))           # /4
+        self.enc2 = nn.Sequential(ResBlock(w1, w2, 2), ResBlock(w2, w2))           # /8
+        self.enc3 = nn.Sequential(ResBlock(w2, w3, 2), ResBlock(w3, w3))           # /16
+        self.enc4 = nn.Sequential(ResBlock(w3, w4, 2), ResBlock(w4, w4))           # /32
+        self.context = ConvBNAct(w4, w4, 1)
+        self.dec3 = DecoderBlock(w4, w3, dec[0])
+        self.dec2 = DecoderBlock(dec[0], w2, dec[1])
+        self.dec1 = DecoderBlock(dec[1], w1, dec[2])
+        self.dec0 = DecoderBlock(dec[2], w0, dec[3])
+        self.head = nn.Conv2d(dec[3], num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size: List[int] = [x.shape[-2], x.shape[-1]]
+        s0 = self.stem(x)
+        s1 = self.enc1(s0)
+        s2 = self.enc2(s1)
+        s3 = self.enc3(s2)
+        s4 = self.enc4(s3)
+        g = F.adaptive_avg_pool2d(s4, 1)
+        p = self.context(s4 + g)
+        p = self.dec3(p, s3)
+        p = self.dec2(p, s2)
+        p = self.dec1(p, s1)
+        p = self.dec0(p, s0)
+        return F.interpolate(self.head(p), size=size, mode='bilinear', align_corners=False)

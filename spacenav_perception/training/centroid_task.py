@@ -1,0 +1,329 @@
+"""Centroid task for the shared trainer: asteroid images + centre-of-mass labels.
+
+Data: the thesis layout (DIR/images/*.png, DIR/labels.csv in full-resolution pixels; see
+DEVELOPERS.md), read once, resized to the model input with cv2.INTER_AREA and kept in memory
+as uint8.  Two architectures:
+
+- ``centroidnet`` (default): output (u, v, in-view logit) over the image extent.  Loss:
+  Smooth-L1 on (u, v) scaled to pixels of a 1024-px frame for in-view samples + BCE on the
+  in-view logit.  Training adds synthetic no-target frames (dark / noise / stars / hot pixels,
+  labelled not-in-view) and label-exact augmentations (D4 flips/transposes, integer shifts that
+  keep the lit body in frame, gain, gamma, noise).  AdamW + warm-up/cosine schedule.
+- ``thesis``: the thesis recipe unchanged: 128x128 input, labels scaled by resize/orig
+  (model-input pixels), MSE loss, Adam 1e-4 constant, batch 32, no augmentation.
+
+Validation error is reported in full-resolution pixels of the validation set's own frames.
+"""
+import csv
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from . import plots
+
+ARCHS = ('centroidnet', 'thesis')
+LOSS_PX_SCALE = 1024.0          # (u, v) errors are scaled to pixels of a 1024-px frame
+
+
+def arch_defaults(arch: str) -> dict:
+    if arch == 'thesis':
+        return {'input_size': 128, 'epochs': 20, 'batch_size': 32, 'lr': 1e-4,
+                'weight_decay': 0.0}
+    return {'input_size': 256, 'epochs': 30, 'batch_size': 32, 'lr': 2e-3,
+            'weight_decay': 1e-4}
+
+
+def build_model(arch: str, input_size: int = None):
+    if arch == 'thesis':
+        from ..nets.thesis_cnn import ThesisCNN
+        return ThesisCNN()
+    if arch == 'centroidnet':
+        from ..nets.centroid_net import CentroidNet
+        return CentroidNet()
+    raise ValueError(f'unknown centroid arch {arch!r} (known: {", ".join(ARCHS)})')
+
+
+def read_mono(path) -> np.ndarray:
+    """PNG -> (H, W) uint8/uint16 mono (colour is converted to luma)."""
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ValueError(f'unreadable image {path}')
+    if img.ndim == 3:
+        code = cv2.COLOR_BGRA2GRAY if img.shape[2] == 4 else cv2.COLOR_BGR2GRAY
+        img = cv2.cvtColor(img, code)
+    return img
+
+
+def to_unit_float(img: np.ndarray) -> np.ndarray:
+    if img.dtype == np.uint8:
+        return img.astype(np.float32) / 255.0
+    if img.dtype == np.uint16:
+        return img.astype(np.float32) / 65535.0
+    return np.clip(img.astype(np.float32), 0.0, 1.0)
+
+
+def read_labels(root) -> list:
+    """[(image_name, x, y)] from DIR/labels.csv; rows that do not parse are skipped."""
+    rows = []
+    with open(Path(root) / 'labels.csv', newline='') as f:
+        for row in csv.DictReader(f):
+            try:
+                x = float(row['x_coordinate']) if row.get('x_coordinate') not in (None, '') else math.nan
+                y = float(row['y_coordinate']) if row.get('y_coordinate') not in (None, '') else math.nan
+                rows.append((row['image_name'], x, y))
+            except (KeyError, ValueError):
+                continue
+    return rows
+
+
+def read_meta(root) -> dict:
+    path = Path(root) / 'meta.csv'
+    if not path.is_file():
+        return {}
+    with open(path, newline='') as f:
+        return {row['image_name']: row for row in csv.DictReader(f) if 'image_name' in row}
+
+
+def load_centroid_set(root, size: int, desc: str = 'load', limit: int = 0):
+    """Images resized to size x size (uint8), labels as (u, v) over the extent, orig (W, H),
+    in-view flags and names; unreadable images are skipped."""
+    root = Path(root)
+    rows = read_labels(root)
+    if limit:
+        rows = rows[:limit]
+    meta = read_meta(root)
+    imgs, uv, wh, inview, names, skipped = [], [], [], [], [], 0
+    for name, x, y in tqdm(rows, desc=f'{desc} {root.name}', leave=False):
+        try:
+            img = read_mono(root / 'images' / name)
+        except ValueError:
+            skipped += 1
+            continue
+        h, w = img.shape
+        small = cv2.resize(to_unit_float(img), (size, size), interpolation=cv2.INTER_AREA)
+        imgs.append(np.clip(np.rint(small * 255.0), 0, 255).astype(np.uint8))
+        vis = math.isfinite(x) and math.isfinite(y)
+        m = meta.get(name, {})
+        if str(m.get('in_view', '1')).strip().lower() in ('0', 'false', 'no'):
+            vis = False
+        uv.append(((x + 0.5) / w, (y + 0.5) / h) if vis else (0.5, 0.5))
+        wh.append((w, h))
+        inview.append(vis)
+        names.append(name)
+    if skipped:
+        print(f'{root}: skipped {skipped} unreadable image(s)')
+    if not imgs:
+        raise ValueError(f'{root}: no usable images (expected images/*.png and labels.csv)')
+    return (np.stack(imgs), np.asarray(uv, np.float32), np.asarray(wh, np.float32),
+            np.asarray(inview, bool), names)
+
+
+def synth_no_target(size: int, rng: np.random.Generator) -> np.ndarray:
+    """A frame without the body: dark sensor noise, stars and hot pixels."""
+    img = rng.normal(rng.uniform(0, 0.03), rng.uniform(0, 0.02), (size, size)).astype(np.float32)
+    for _ in range(int(rng.integers(0, 40))):
+        y, x = rng.integers(0, size, 2)
+        img[y, x] += rng.uniform(0.05, 1.0)
+    if rng.random() < 0.5:
+        img = cv2.GaussianBlur(img, (3, 3), rng.uniform(0.3, 1.0))
+    if rng.random() < 0.15:   # a stray-light gradient
+        ramp = np.linspace(0, rng.uniform(0.02, 0.15), size, dtype=np.float32)
+        img += ramp[None, :] if rng.random() < 0.5 else ramp[:, None]
+    return np.clip(img, 0, 1)
+
+
+class CentroidDataset(Dataset):
+    def __init__(self, root, arch: str, size: int, train: bool, p_empty: float = 0.1,
+                 seed: int = 0, limit: int = 0):
+        self.arch, self.size, self.train = arch, size, train
+        self.images, self.uv, self.wh, self.inview, self.names = load_centroid_set(
+            root, size, 'train' if train else 'val', limit)
+        self.augment = train and arch != 'thesis'
+        self.p_empty = p_empty if self.augment else 0.0
+        self.seed, self.epoch = seed, 0
+        # extent of the lit body per image (for shifts that keep it in frame)
+        self.bbox = np.array([_bbox(im) for im in self.images], np.int32)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        rng = np.random.default_rng([self.seed, self.epoch, i, torch.initial_seed() % 2 ** 31])
+        s = self.size
+        img = self.images[i].astype(np.float32) / 255.0
+        u, v = (float(a) for a in self.uv[i])
+        vis = bool(self.inview[i])
+        if self.augment:
+            if rng.random() < self.p_empty:
+                img, u, v, vis = synth_no_target(s, rng), 0.5, 0.5, False
+            else:
+                img, u, v = self._geometric(img, u, v, i, rng)
+                img = self._photometric(img, rng)
+        if self.arch == 'thesis':
+            # thesis label scaling: full-res px * resize / orig
+            target = torch.tensor([(u * self.wh[i, 0] - 0.5) * s / self.wh[i, 0],
+                                   (v * self.wh[i, 1] - 0.5) * s / self.wh[i, 1]],
+                                  dtype=torch.float32)
+        else:
+            target = torch.tensor([u, v], dtype=torch.float32)
+        return {'image': torch.from_numpy(np.ascontiguousarray(img))[None],
+                'target': target, 'uv': torch.tensor([u, v], dtype=torch.float32),
+                'in_view': torch.tensor(float(vis)),
+                'orig_wh': torch.from_numpy(self.wh[i].copy())}
+
+    def _geometric(self, img, u, v, i, rng):
+        x0, y0, x1, y1 = self.bbox[i]
+        if rng.random() < 0.5:
+            img, u = img[:, ::-1], 1.0 - u
+            x0, x1 = self.size - 1 - x1, self.size - 1 - x0
+        if rng.random() < 0.5:
+            img, v = img[::-1, :], 1.0 - v
+            y0, y1 = self.size - 1 - y1, self.size - 1 - y0
+        if rng.random() < 0.5:
+            img, u, v = img.T, v, u
+            x0, y0, x1, y1 = y0, x0, y1, x1
+        if rng.random() < 0.7 and x1 >= x0:
+            dx = int(rng.integers(-x0, self.size - x1)) if self.size - x1 > -x0 else 0
+            dy = int(rng.integers(-y0, self.size - y1)) if self.size - y1 > -y0 else 0
+            img = _shift(img, dx, dy)
+            u += dx / self.size
+            v += dy / self.size
+        return np.ascontiguousarray(img), u, v
+
+    @staticmethod
+    def _photometric(img, rng):
+        img = img * rng.uniform(0.6, 1.4)
+        if rng.random() < 0.5:
+            img = np.power(np.clip(img, 0, 1), rng.uniform(0.7, 1.4))
+        if rng.random() < 0.5:
+            img = img + rng.normal(0, rng.uniform(0.002, 0.02), img.shape)
+        return np.clip(img, 0, 1).astype(np.float32)
+
+
+def _bbox(img: np.ndarray):
+    mask = img > 12
+    if not mask.any():
+        return (1, 1, 0, 0)   # x1 < x0: no shift
+    ys, xs = np.nonzero(mask)
+    return (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
+
+
+def _shift(img, dx: int, dy: int):
+    out = np.zeros_like(img)
+    h, w = img.shape
+    out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+        img[max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)]
+    return out
+
+
+class CentroidTask:
+    name = 'centroid'
+    metric_name = 'val_median_px'
+    metric_mode = 'min'
+
+    def __init__(self, data, val, arch: str = 'centroidnet', input_size: int = None,
+                 seed: int = 0, p_empty: float = 0.1, limit: int = 0):
+        if arch not in ARCHS:
+            raise ValueError(f'unknown centroid arch {arch!r} (known: {", ".join(ARCHS)})')
+        self.data, self.val, self.arch = data, val, arch
+        self.input_size = input_size or arch_defaults(arch)['input_size']
+        self.seed, self.p_empty, self.limit = seed, p_empty, limit
+        self.n_train = 0
+
+    def build_model(self):
+        return build_model(self.arch, self.input_size)
+
+    def datasets(self):
+        tr = CentroidDataset(self.data, self.arch, self.input_size, True, self.p_empty,
+                             self.seed, self.limit)
+        va = CentroidDataset(self.val, self.arch, self.input_size, False, limit=self.limit)
+        self.n_train, self.n_val = len(tr), len(va)
+        return tr, va
+
+    def config(self) -> dict:
+        s = self.input_size
+        return {'input': {'height': s, 'width': s, 'channels': 1, 'resize': 'area',
+                          'mean': [0.0], 'std': [1.0]},
+                'output': 'xy_input_px' if self.arch == 'thesis' else 'xy_norm_logit',
+                'class_names': [], 'data': str(self.data), 'val': str(self.val),
+                'n_train': self.n_train, 'n_val': getattr(self, 'n_val', 0),
+                'loss': 'mse (input px)' if self.arch == 'thesis' else
+                        'smooth-l1 (px of 1024-px frame) + bce(in-view)',
+                'p_empty': 0.0 if self.arch == 'thesis' else self.p_empty}
+
+    def optimizer(self, model, cfg):
+        if self.arch == 'thesis':
+            return torch.optim.Adam(model.parameters(), lr=cfg.lr), None
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        steps = max(1, self.n_train // max(1, cfg.batch_size))
+        if cfg.max_steps_per_epoch:
+            steps = min(steps, cfg.max_steps_per_epoch)
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=cfg.lr, total_steps=steps * cfg.epochs + 1, pct_start=0.1,
+            anneal_strategy='cos', div_factor=20, final_div_factor=200)
+        return opt, sched
+
+    def loss(self, outputs, batch):
+        if self.arch == 'thesis':
+            loss = F.mse_loss(outputs, batch['target'])
+            return loss, {'mse': float(loss.detach())}
+        vis = batch['in_view']
+        err = (outputs[:, :2] - batch['target']) * LOSS_PX_SCALE
+        per = F.smooth_l1_loss(err, torch.zeros_like(err), reduction='none', beta=1.0).sum(1)
+        reg = (per * vis).sum() / vis.sum().clamp(min=1.0)
+        cls = F.binary_cross_entropy_with_logits(outputs[:, 2], vis)
+        return reg + cls, {'reg': float(reg.detach()), 'bce': float(cls.detach())}
+
+    # -- validation ---------------------------------------------------------------------
+    def full_res_xy(self, outputs, batch):
+        wh = batch['orig_wh']
+        if self.arch == 'thesis':
+            return outputs[:, :2] * wh / self.input_size        # thesis scaling
+        return outputs[:, :2] * wh - 0.5
+
+    def val_begin(self):
+        self._err, self._tp, self._n_vis, self._fp, self._n_empty = [], 0, 0, 0, 0
+
+    def val_step(self, outputs, batch):
+        xy = self.full_res_xy(outputs, batch)
+        truth = batch['uv'] * batch['orig_wh'] - 0.5
+        vis = batch['in_view'] > 0.5
+        err = torch.linalg.norm(xy - truth, dim=1)
+        self._err.extend(err[vis].tolist())
+        if self.arch != 'thesis':
+            says = outputs[:, 2] > 0
+            self._tp += int((says & vis).sum())
+            self._fp += int((says & ~vis).sum())
+        else:
+            self._tp += int(vis.sum())
+        self._n_vis += int(vis.sum())
+        self._n_empty += int((~vis).sum())
+
+    def val_end(self):
+        e = np.asarray(self._err, np.float64)
+        if not len(e):
+            return {'val_median_px': math.nan}
+        return {'val_mean_px': float(e.mean()), 'val_median_px': float(np.median(e)),
+                'val_p95_px': float(np.percentile(e, 95)),
+                'val_detect_rate': self._tp / max(1, self._n_vis)}
+
+    def save_overlay(self, outputs, batch, path):
+        n = min(8, len(outputs))
+        s = self.input_size
+        imgs = batch['image'][:n, 0].numpy()
+        wh = batch['orig_wh'][:n].numpy()
+        pred = self.full_res_xy(outputs[:n], {'orig_wh': batch['orig_wh'][:n]}).numpy()
+        truth = (batch['uv'][:n] * batch['orig_wh'][:n] - 0.5).numpy()
+        to_disp = lambda xy: (xy + 0.5) * s / wh - 0.5   # full-res px -> displayed input px
+        err = np.linalg.norm(pred - truth, axis=1)
+        plots.centroid_overlay(imgs, to_disp(pred), to_disp(truth), path,
+                               titles=[f'err {e:.2f} px' for e in err])

@@ -1,0 +1,234 @@
+"""Segmentation task for the shared trainer: lunar renders + class masks (Kaggle layout).
+
+Images (DIR/images/render/renderNNNN.png) are resized to the model input with INTER_AREA and
+masks (DIR/images/clean/cleanNNNN.png or ground/groundNNNN.png) are decoded to class ids
+(dominant channel, DEVELOPERS.md) and resized with nearest neighbour; both stay in memory.
+
+- ``hazardnet`` (default): cross-entropy + soft Dice (the Dice term keeps the rare rock
+  classes from being ignored), AdamW + warm-up/cosine, flips and photometric jitter.
+- ``unet``: the report's custom U-Net: cross-entropy, Adam 1e-3 constant, same data.
+
+Validation: a confusion matrix accumulated over the set at model-input resolution -> per-class
+IoU, mIoU (best checkpoint), pixel accuracy.
+"""
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from . import plots
+
+ARCHS = ('hazardnet', 'unet')
+CLASS_NAMES = ['ground', 'small_rock', 'large_rock', 'sky']
+NUM_CLASSES = 4
+MEAN = [0.5, 0.5, 0.5]
+STD = [0.25, 0.25, 0.25]
+
+
+def arch_defaults(arch: str) -> dict:
+    if arch == 'unet':
+        return {'input_hw': (240, 352), 'epochs': 10, 'batch_size': 8, 'lr': 1e-3,
+                'weight_decay': 0.0}
+    return {'input_hw': (240, 352), 'epochs': 30, 'batch_size': 8, 'lr': 2e-3,
+            'weight_decay': 1e-4}
+
+
+def build_model(arch: str):
+    if arch == 'unet':
+        from ..nets.report_unet import ReportUNet
+        return ReportUNet(in_channels=3, num_classes=NUM_CLASSES)
+    if arch == 'hazardnet':
+        from ..nets.hazard_net import HazardNet
+        return HazardNet(in_channels=3, num_classes=NUM_CLASSES)
+    raise ValueError(f'unknown segmentation arch {arch!r} (known: {", ".join(ARCHS)})')
+
+
+def mask_to_classes(mask_bgr: np.ndarray, min_value: int = 128) -> np.ndarray:
+    """Kaggle colour mask (cv2 BGR order) -> uint8 class ids by dominant channel:
+    ground (dark), small rock (green), large rock (blue), sky (red)."""
+    if mask_bgr.ndim == 2:
+        mask_bgr = cv2.cvtColor(mask_bgr, cv2.COLOR_GRAY2BGR)
+    m = mask_bgr[..., :3]
+    b, g, r = m[..., 0], m[..., 1], m[..., 2]
+    out = np.zeros(m.shape[:2], np.uint8)
+    dom = m.argmax(axis=2)                     # 0 b, 1 g, 2 r
+    bright = m.max(axis=2) >= min_value
+    out[bright & (dom == 1)] = 1
+    out[bright & (dom == 0)] = 2
+    out[bright & (dom == 2)] = 3
+    return out
+
+
+def list_pairs(root, masks: str = 'clean'):
+    """[(render path, mask path)] for every render with a mask of the chosen kind."""
+    root = Path(root)
+    renders = sorted(p for p in (root / 'images' / 'render').glob('render*.png')
+                     if re.fullmatch(r'render\d+', p.stem))
+    pairs = []
+    for r in renders:
+        num = re.sub(r'^render', '', r.stem)
+        m = root / 'images' / masks / f'{masks}{num}.png'
+        if m.is_file():
+            pairs.append((r, m))
+    if not pairs:
+        raise ValueError(f'{root}: no render/{masks} pairs (expected images/render/renderNNNN.png '
+                         f'and images/{masks}/{masks}NNNN.png)')
+    return pairs
+
+
+def read_rgb(path) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError(f'unreadable image {path}')
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def load_segmentation_set(root, hw, masks='clean', desc='load', limit=0):
+    pairs = list_pairs(root, masks)
+    if limit:
+        pairs = pairs[:limit]
+    h, w = hw
+    imgs, labels = [], []
+    for rp, mp in tqdm(pairs, desc=f'{desc} {Path(root).name}', leave=False):
+        try:
+            img = read_rgb(rp)
+            m = cv2.imread(str(mp), cv2.IMREAD_COLOR)
+            if m is None:
+                raise ValueError(mp)
+        except ValueError:
+            continue
+        imgs.append(cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA))
+        labels.append(cv2.resize(mask_to_classes(m), (w, h), interpolation=cv2.INTER_NEAREST))
+    return np.stack(imgs), np.stack(labels)
+
+
+class SegmentationDataset(Dataset):
+    def __init__(self, root, hw, masks='clean', train=False, augment=True, seed=0, limit=0):
+        self.images, self.labels = load_segmentation_set(root, hw, masks,
+                                                         'train' if train else 'val', limit)
+        self.train, self.augment, self.seed, self.epoch = train, augment and train, seed, 0
+        self.mean = np.asarray(MEAN, np.float32)[:, None, None]
+        self.std = np.asarray(STD, np.float32)[:, None, None]
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        img = self.images[i].astype(np.float32) / 255.0
+        lab = self.labels[i]
+        if self.augment:
+            rng = np.random.default_rng([self.seed, self.epoch, i, torch.initial_seed() % 2 ** 31])
+            if rng.random() < 0.5:
+                img, lab = img[:, ::-1], lab[:, ::-1]
+            img = img * rng.uniform(0.7, 1.3) + rng.uniform(-0.08, 0.08)
+            if rng.random() < 0.5:
+                img = np.power(np.clip(img, 0, 1), rng.uniform(0.75, 1.33))
+            if rng.random() < 0.3:
+                img = img + rng.normal(0, rng.uniform(0.005, 0.03), img.shape)
+            img = np.clip(img, 0, 1)
+        x = (np.ascontiguousarray(img.transpose(2, 0, 1)) - self.mean) / self.std
+        return {'image': torch.from_numpy(x.astype(np.float32)),
+                'target': torch.from_numpy(np.ascontiguousarray(lab).astype(np.int64))}
+
+
+def dice_loss(logits, target, eps: float = 1.0):
+    prob = logits.softmax(1)
+    onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).float()
+    inter = (prob * onehot).sum((0, 2, 3))
+    denom = prob.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
+    return 1.0 - ((2 * inter + eps) / (denom + eps)).mean()
+
+
+def confusion(pred: torch.Tensor, target: torch.Tensor, n: int = NUM_CLASSES) -> np.ndarray:
+    idx = target.reshape(-1).long() * n + pred.reshape(-1).long()
+    return torch.bincount(idx, minlength=n * n).reshape(n, n).cpu().numpy()
+
+
+def scores(cm: np.ndarray) -> dict:
+    cm = cm.astype(np.float64)
+    tp = np.diag(cm)
+    union = cm.sum(0) + cm.sum(1) - tp
+    iou = np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+    return {'miou': float(np.nanmean(iou)), 'pixel_accuracy': float(tp.sum() / max(cm.sum(), 1)),
+            'iou': {name: float(v) for name, v in zip(CLASS_NAMES, iou)}}
+
+
+class SegmentationTask:
+    name = 'segmentation'
+    metric_name = 'val_miou'
+    metric_mode = 'max'
+
+    def __init__(self, data, val, arch='hazardnet', masks='clean', input_hw=None, seed=0,
+                 limit=0):
+        if arch not in ARCHS:
+            raise ValueError(f'unknown segmentation arch {arch!r} (known: {", ".join(ARCHS)})')
+        self.data, self.val, self.arch, self.masks = data, val, arch, masks
+        self.input_hw = tuple(input_hw or arch_defaults(arch)['input_hw'])
+        self.seed, self.limit = seed, limit
+        self.n_train = self.n_val = 0
+
+    def build_model(self):
+        return build_model(self.arch)
+
+    def datasets(self):
+        tr = SegmentationDataset(self.data, self.input_hw, self.masks, True, True, self.seed,
+                                 self.limit)
+        va = SegmentationDataset(self.val, self.input_hw, self.masks, False, limit=self.limit)
+        self.n_train, self.n_val = len(tr), len(va)
+        return tr, va
+
+    def config(self):
+        h, w = self.input_hw
+        return {'input': {'height': h, 'width': w, 'channels': 3, 'resize': 'area',
+                          'mean': MEAN, 'std': STD},
+                'output': 'logits_nchw', 'class_names': CLASS_NAMES, 'masks': self.masks,
+                'data': str(self.data), 'val': str(self.val), 'n_train': self.n_train,
+                'n_val': self.n_val,
+                'loss': 'cross-entropy' if self.arch == 'unet' else 'cross-entropy + dice'}
+
+    def optimizer(self, model, cfg):
+        if self.arch == 'unet':
+            return torch.optim.Adam(model.parameters(), lr=cfg.lr), None
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        steps = max(1, self.n_train // max(1, cfg.batch_size))
+        if cfg.max_steps_per_epoch:
+            steps = min(steps, cfg.max_steps_per_epoch)
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=cfg.lr, total_steps=steps * cfg.epochs + 1, pct_start=0.1,
+            anneal_strategy='cos', div_factor=20, final_div_factor=100)
+        return opt, sched
+
+    def loss(self, outputs, batch):
+        ce = F.cross_entropy(outputs, batch['target'])
+        if self.arch == 'unet':
+            return ce, {'ce': float(ce.detach())}
+        d = dice_loss(outputs, batch['target'])
+        return ce + d, {'ce': float(ce.detach()), 'dice': float(d.detach())}
+
+    def val_begin(self):
+        self._cm = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+
+    def val_step(self, outputs, batch):
+        self._cm += confusion(outputs.argmax(1), batch['target'])
+
+    def val_end(self):
+        s = scores(self._cm)
+        out = {'val_miou': s['miou'], 'val_pixel_accuracy': s['pixel_accuracy']}
+        out.update({f'val_iou_{k}': v for k, v in s['iou'].items()})
+        return out
+
+    def save_overlay(self, outputs, batch, path):
+        n = min(4, len(outputs))
+        mean = torch.tensor(MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(STD).view(1, 3, 1, 1)
+        imgs = (batch['image'][:n] * std + mean).permute(0, 2, 3, 1).numpy()
+        plots.segmentation_overlay(imgs, batch['target'][:n].numpy(),
+                                   outputs[:n].argmax(1).numpy(), path)

@@ -1,0 +1,70 @@
+"""Network shapes, the thesis architecture layer by layer, scriptability."""
+import pytest
+import torch
+from torch import nn
+
+from spacenav_perception.nets.centroid_net import CentroidNet
+from spacenav_perception.nets.hazard_net import HazardNet
+from spacenav_perception.nets.report_unet import ReportUNet
+from spacenav_perception.nets.thesis_cnn import ThesisCNN
+
+
+def test_thesis_cnn_layers_exactly_as_appendix():
+    m = ThesisCNN()
+    convs = [m.conv1, m.conv2, m.conv3, m.conv4, m.conv5, m.conv6]
+    spec = [(1, 32, 9, 0), (32, 64, 7, 1), (64, 128, 5, 0), (128, 256, 5, 0), (256, 512, 2, 1),
+            (512, 1024, 2, 0)]
+    for c, (cin, cout, k, p) in zip(convs, spec):
+        assert (c.in_channels, c.out_channels, c.kernel_size, c.padding) == (cin, cout, (k, k), (p, p))
+    assert isinstance(m.dropout, nn.Dropout2d) and m.dropout.p == pytest.approx(0.175)
+    assert (m.fc1.in_features, m.fc1.out_features) == (1024, 2)
+    assert sum(p.numel() for p in m.parameters()) == 3752450
+
+
+def test_thesis_cnn_spatial_sizes_and_output():
+    m = ThesisCNN().eval()
+    sizes = {}
+    for name in ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'conv6'):
+        getattr(m, name).register_forward_hook(
+            lambda mod, i, o, name=name: sizes.__setitem__(name, tuple(o.shape[-2:])))
+    out = m(torch.rand(3, 1, 128, 128))
+    assert out.shape == (3, 2)
+    # pools after conv1..4 and conv6, none after conv5
+    assert sizes == {'conv1': (120, 120), 'conv2': (56, 56), 'conv3': (24, 24),
+                     'conv4': (8, 8), 'conv5': (5, 5), 'conv6': (4, 4)}
+
+
+def test_centroid_net_output_convention_and_uniform_map_gives_centre():
+    m = CentroidNet().eval()
+    out = m(torch.rand(2, 1, 256, 256))
+    assert out.shape == (2, 3)
+    assert torch.all((out[:, :2] >= 0) & (out[:, :2] <= 1))
+    with torch.no_grad():             # a flat weight map averages every cell: the frame centre
+        m.head.weight.zero_()
+        m.head.bias.zero_()
+    out = m(torch.rand(1, 1, 128, 128))
+    assert out[0, :2].tolist() == pytest.approx([0.5, 0.5], abs=1e-6)
+
+
+@pytest.mark.parametrize('factory,shape,out_shape', [
+    (ThesisCNN, (1, 1, 128, 128), (1, 2)),
+    (CentroidNet, (1, 1, 192, 192), (1, 3)),
+    (lambda: ReportUNet(base=8), (1, 3, 64, 96), (1, 4, 64, 96)),
+    (lambda: HazardNet(), (1, 3, 240, 352), (1, 4, 240, 352)),
+])
+def test_scripted_matches_eager(factory, shape, out_shape):
+    m = factory().eval()
+    x = torch.rand(*shape)
+    with torch.no_grad():
+        ref = m(x)
+        got = torch.jit.script(m)(x)
+    assert ref.shape == out_shape
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_report_unet_structure():
+    m = ReportUNet()
+    kinds = {type(x) for x in m.modules()}
+    assert {nn.BatchNorm2d, nn.MaxPool2d, nn.Dropout, nn.ConvTranspose2d} <= kinds
+    assert all(d.p == pytest.approx(0.2) for d in m.modules() if isinstance(d, nn.Dropout))
+    assert m.head.kernel_size == (1, 1) and m.head.out_channels == 4

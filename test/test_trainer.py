@@ -1,0 +1,145 @@
+"""The shared trainer: files it writes, resume, both tasks, and DDP (two gloo processes)."""
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from torch import nn
+
+from spacenav_perception.training.centroid_task import CentroidTask
+from spacenav_perception.training.segmentation_task import SegmentationTask
+from spacenav_perception.training.trainer import TrainConfig, Trainer, load_checkpoint
+
+from fake_datasets import make_asteroid_set, make_lunar_set
+
+
+def test_centroid_training_writes_run_folder_and_resumes(tmp_path):
+    tr = make_asteroid_set(tmp_path / 'tr', n=8, size=64, seed=1)
+    va = make_asteroid_set(tmp_path / 'va', n=4, size=64, seed=2)
+    out = tmp_path / 'run'
+    task = CentroidTask(tr, va, 'centroidnet', input_size=64)
+    cfg = TrainConfig(out=str(out), epochs=2, batch_size=4, lr=1e-3, overlay_every=1, threads=1)
+    result = Trainer(task, cfg).fit()
+    assert len(result['history']) == 2
+    for name in ('last.pt', 'best.pt', 'config.json', 'history.json', 'loss.png', 'train.log'):
+        assert (out / name).is_file(), name
+    assert sorted(p.name for p in (out / 'overlays').iterdir()) == ['val_epoch_001.png',
+                                                                    'val_epoch_002.png']
+    ck = load_checkpoint(out / 'best.pt')          # weights_only=True
+    assert set(ck['model']) == set(task.build_model().state_dict())
+    config = json.loads((out / 'config.json').read_text())
+    assert config['task'] == 'centroid' and config['arch'] == 'centroidnet'
+    assert config['output'] == 'xy_norm_logit' and config['input']['height'] == 64
+    assert 'val_median_px' in result['history'][-1]
+    # resume continues at epoch 3
+    cfg2 = TrainConfig(out=str(out), epochs=3, batch_size=4, lr=1e-3, resume=True, threads=1)
+    result2 = Trainer(CentroidTask(tr, va, 'centroidnet', input_size=64), cfg2).fit()
+    assert [h['epoch'] for h in result2['history']] == [1, 2, 3]
+
+
+def test_thesis_recipe_labels_are_input_pixels(tmp_path):
+    tr = make_asteroid_set(tmp_path / 'tr', n=4, size=256, seed=3)
+    task = CentroidTask(tr, tr, 'thesis')
+    train_ds, _ = task.datasets()
+    item = train_ds[0]
+    assert item['image'].shape == (1, 128, 128)
+    x_full = float(item['uv'][0]) * 256 - 0.5
+    assert float(item['target'][0]) == pytest.approx(x_full * 128 / 256, abs=1e-4)
+    opt, sched = task.optimizer(task.build_model(), TrainConfig(out='x', lr=1e-4))
+    assert isinstance(opt, torch.optim.Adam) and sched is None
+    assert opt.param_groups[0]['lr'] == 1e-4
+
+
+def test_segmentation_training_writes_iou_curve(tmp_path):
+    tr = make_lunar_set(tmp_path / 'tr', n=4)
+    out = tmp_path / 'run'
+    task = SegmentationTask(tr, tr, 'hazardnet', input_hw=(32, 64))
+    result = Trainer(task, TrainConfig(out=str(out), epochs=1, batch_size=2, threads=1)).fit()
+    assert (out / 'iou.png').is_file() and (out / 'best.pt').is_file()
+    rec = result['history'][-1]
+    assert 0.0 <= rec['val_miou'] <= 1.0
+    assert {'val_iou_ground', 'val_iou_small_rock', 'val_iou_large_rock', 'val_iou_sky'} <= set(rec)
+
+
+# -- DDP ---------------------------------------------------------------------------------------
+class _ToyTask:
+    """Linear regression on fixed random tensors: enough to exercise DDP gradient averaging."""
+    name = 'centroid'
+    arch = 'toy'
+    metric_name = 'val_loss'
+    metric_mode = 'min'
+
+    def __init__(self):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.rand(32, 1, 4, 4, generator=g)
+        self.y = torch.rand(32, 3, generator=g)
+
+    def build_model(self):
+        return nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
+
+    def datasets(self):
+        ds = [{'image': self.x[i], 'target': self.y[i]} for i in range(len(self.x))]
+        return ds, ds[:8]
+
+    def optimizer(self, model, cfg):
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr), None
+
+    def loss(self, outputs, batch):
+        loss = nn.functional.mse_loss(outputs, batch['target'])
+        return loss, {}
+
+    def val_begin(self):
+        pass
+
+    def val_step(self, outputs, batch):
+        pass
+
+    def val_end(self):
+        return {}
+
+    def save_overlay(self, outputs, batch, path):
+        Path(path).write_bytes(b'')
+
+    def config(self):
+        return {'input': {'height': 4, 'width': 4, 'channels': 1}, 'output': 'xy_norm_logit'}
+
+
+def _ddp_worker(rank, world, port, out_dir):
+    os.environ.update({'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': str(port), 'RANK': str(rank),
+                       'WORLD_SIZE': str(world), 'LOCAL_RANK': str(rank)})
+    torch.set_num_threads(1)
+    from spacenav_perception.training.trainer import cleanup_distributed
+    trainer = Trainer(_ToyTask(), TrainConfig(out=str(Path(out_dir) / 'run'), epochs=2,
+                                              batch_size=8, lr=0.1, seed=5, device='cpu'))
+    trainer.fit()
+    torch.save(trainer.model.state_dict(), Path(out_dir) / f'rank{rank}.pt')
+    cleanup_distributed()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.timeout(120)
+def test_ddp_two_gloo_processes_keep_identical_weights(tmp_path):
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    a = torch.load(tmp_path / 'rank0.pt', weights_only=True)
+    b = torch.load(tmp_path / 'rank1.pt', weights_only=True)
+    init = _ToyTask().build_model()
+    torch.manual_seed(5)
+    init = _ToyTask().build_model().state_dict()
+    moved = False
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=0, rtol=0)
+        moved |= not torch.equal(a[k], init[k])
+    assert moved, 'the weights did not change: no optimisation step ran'
+    # only rank 0 wrote the run folder
+    run = tmp_path / 'run'
+    assert (run / 'last.pt').is_file() and (run / 'history.json').is_file()
+    hist = json.loads((run / 'history.json').read_text())
+    assert [h['epoch'] for h in hist] == [1, 2]

@@ -642,9 +642,12 @@ class _DeviceBody:
         dd = d_c.float()
         L = (t1 - t0).float().clamp_min(0)
         nsteps = torch.ceil(L / self.step).clamp(1, 1024)
-        found = torch.zeros(len(cand), dtype=torch.bool, device=self.device)
-        k_hit = torch.zeros(len(cand), dtype=torch.float32, device=self.device)
-        kmax = int(nsteps.max().item()) if len(cand) else 0
+        nc = len(cand)
+        found = torch.zeros(nc, dtype=torch.bool, device=self.device)
+        k_hit = torch.zeros(nc, dtype=torch.float32, device=self.device)
+        f_min = torch.full((nc,), float('inf'), dtype=torch.float32, device=self.device)
+        k_min = torch.zeros(nc, dtype=torch.float32, device=self.device)
+        kmax = int(nsteps.max().item()) if nc else 0
         kstart = 1
         while kstart <= kmax:
             act = torch.nonzero(~found & (nsteps >= kstart)).squeeze(1)
@@ -656,18 +659,61 @@ class _DeviceBody:
             s = L[act][:, None] * (ks / ns)
             pts = q[act][:, None, :] + s[..., None] * dd[act][:, None, :]
             fval = self.sdf(pts.reshape(-1, 3)).reshape(len(act), self.CHUNK)
+            valid = ks <= ns
             last = (ks == ns) & inner[act][:, None]
-            neg = ((fval < 0) | (last & (fval <= 0))) & (ks <= ns)
+            neg = ((fval < 0) | (last & (fval <= 0))) & valid
             has = neg.any(1)
             first = neg.to(torch.uint8).argmax(1)
             hit_rows = act[has]
             found[hit_rows] = True
             k_hit[hit_rows] = ks[0, first[has]]
+            # closest approach so far (for the grazing-ray refinement below)
+            fm, km = torch.where(valid, fval, float('inf')).min(1)
+            better = fm < f_min[act]
+            f_min[act[better]] = fm[better]
+            k_min[act[better]] = ks[0, km[better]]
             kstart += self.CHUNK
+        step_len = L / nsteps
+        lo_all = step_len * (k_hit - 1)
+        hi_all = step_len * k_hit
+        # Grazing rays: a thin sliver of the body (e.g. the equatorial ridge seen edge-on) can
+        # fit between two coarse samples. Where the coarse samples came within one step of the
+        # surface, search around the closest sample on finer grids (two levels of 16).
+        near = torch.nonzero(~found & (f_min < step_len)).squeeze(1)
+        if len(near):
+            c_s = step_len[near] * k_min[near]           # centre of the search
+            half = step_len[near]
+            sub = torch.linspace(-1.0, 1.0, 17, device=self.device)[None]
+            qn, dn, Ln = q[near], dd[near], L[near]
+            ok = torch.zeros(len(near), dtype=torch.bool, device=self.device)
+            lo_n = torch.zeros(len(near), device=self.device)
+            hi_n = torch.zeros(len(near), device=self.device)
+            for _ in range(2):
+                todo = torch.nonzero(~ok).squeeze(1)
+                if len(todo) == 0:
+                    break
+                sv = (c_s[todo][:, None] + half[todo][:, None] * sub).clamp(min=0)
+                sv = torch.minimum(sv, Ln[todo][:, None])
+                pts = qn[todo][:, None, :] + sv[..., None] * dn[todo][:, None, :]
+                fval = self.sdf(pts.reshape(-1, 3)).reshape(len(todo), sub.shape[1])
+                neg = fval < 0
+                has = neg.any(1)
+                first = neg.to(torch.uint8).argmax(1)
+                rows = torch.arange(len(todo), device=self.device)
+                hi_s = sv[rows, first]
+                lo_s = sv[rows, (first - 1).clamp(min=0)]
+                got = todo[has]
+                ok[got] = True
+                lo_n[got] = lo_s[has]
+                hi_n[got] = hi_s[has]
+                km = fval.argmin(1)
+                c_s[todo] = sv[rows, km]
+                half[todo] = half[todo] / 8
+            found[near[ok]] = True
+            lo_all[near[ok]] = lo_n[ok]
+            hi_all[near[ok]] = hi_n[ok]
         sel = torch.nonzero(found).squeeze(1)
-        ns = nsteps[sel]
-        lo = L[sel] * (k_hit[sel] - 1) / ns
-        hi = L[sel] * k_hit[sel] / ns
+        lo, hi = lo_all[sel], hi_all[sel]
         qs, ds = q[sel], dd[sel]
         if refine:
             # bisection keeping the end values, then one secant (regula falsi) step

@@ -64,6 +64,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from spacenav_perception.synth.sensor import blur as sensor_blur, expose, sample_sensor_params
+
 CLASS_NAMES = ('ground', 'small_rock', 'large_rock', 'sky')
 GROUND, SMALL_ROCK, LARGE_ROCK, SKY = 0, 1, 2, 3
 PALETTE = np.array([(0, 0, 0), (0, 255, 0), (0, 0, 255), (255, 0, 0)], dtype=np.uint8)
@@ -80,7 +82,7 @@ META_FIELDS = (
     'frac_ground', 'frac_small_rock', 'frac_large_rock', 'frac_sky',
     'clean_frac_small_rock', 'clean_frac_large_rock', 'clean_min_rock_pixels',
     'regolith_albedo', 'relief_rms_m', 'n_craters', 'blur_sigma_px',
-    'read_noise_e', 'full_well_e', 'vignetting',
+    'read_noise_e', 'full_well_e', 'peak_fraction', 'vignetting', 'gamma',
 )
 
 
@@ -212,6 +214,7 @@ class Scene:
     fine: _Grid                          # channels: height detail (added to coarse), albedo factor
     rock_center: torch.Tensor            # (P, 3) ellipsoid lobes
     rock_M: torch.Tensor                 # (P, 3, 3): |M (x - c)| <= 1 inside
+    rock_R: torch.Tensor                 # (P, 3, 3): lobe axes (columns) in world coordinates
     rock_radius: torch.Tensor            # (P,) bounding sphere radius of the lobe
     lobe_rock: torch.Tensor              # (P,) rock index of each lobe
     rock_class: torch.Tensor             # (R,) SMALL_ROCK or LARGE_ROCK
@@ -304,7 +307,7 @@ def _build_rocks(rng, x, y, diam, ground_z, buried=None):
     np.maximum.at(rock_top, owner, top)
     protrusion = rock_top - ground_z
     radius = semi.max(-1)
-    return center, m, radius, owner, protrusion
+    return center, m, radius, owner, protrusion, rot
 
 
 def sample_scene(rng, width=720, height=480, device='cpu', overrides=None) -> Scene:
@@ -397,26 +400,36 @@ def sample_scene(rng, width=720, height=480, device='cpu', overrides=None) -> Sc
         rx, ry, rd = _sample_rocks(rng, cam, rock_density, boulders)
     if len(rx):
         gz = ground(rx, ry)
-        center, m, radius, owner, protrusion = _build_rocks(rng, rx, ry, rd, gz, ov.get('rock_bury'))
+        center, m, radius, owner, protrusion, rot = _build_rocks(rng, rx, ry, rd, gz, ov.get('rock_bury'))
     else:
         center = np.zeros((0, 3)); m = np.zeros((0, 3, 3)); radius = np.zeros(0)
+        rot = np.zeros((0, 3, 3))
         owner = np.zeros(0, np.int64); protrusion = np.zeros(0)
     rock_class = np.where(protrusion >= LARGE_ROCK_HEIGHT_M, LARGE_ROCK, SMALL_ROCK)
     rock_albedo = rng.uniform(0.85, 1.3, len(rx))
 
     albedo = rng.uniform(0.08, 0.16)
     noise = bool(ov.get('noise', True))
+    sensor = sample_sensor_params(
+        rng, psf_sigma_px=float(rng.uniform(0.4, 0.9)) if noise else 0.0, defocus_px=0.0,
+        peak_fraction=float(rng.uniform(0.35, 0.95)), dark_e=float(rng.uniform(0.0, 5.0)),
+        read_noise_e=float(rng.uniform(2.0, 12.0)), black_level_dn=0.0, n_stars=0,
+        n_hot_pixels=0, bits=16, noise=noise)
+    # rock surface roughness: random plane waves on the unit sphere of each lobe
+    n_waves = 12
+    waves_k = rng.normal(size=(n_waves, 3))
+    k_len = rng.uniform(2.5, 14.0, n_waves)
+    waves_k *= (k_len / np.linalg.norm(waves_k, axis=1))[:, None]
     params = dict(
         regolith_albedo=albedo, relief_rms_m=relief, fine_rms_m=fine_rms, n_craters=n_craters,
         rock_density=rock_density, boulders=boulders,
         ambient=rng.uniform(0.01, 0.035),
         tint=(1.0, rng.uniform(0.95, 0.99), rng.uniform(0.88, 0.95)),
-        blur_sigma_px=rng.uniform(0.4, 0.9) if noise else 0.0,
-        full_well_e=rng.uniform(6000, 20000) if noise else 0.0,
-        read_noise_e=rng.uniform(2, 10) if noise else 0.0,
         vignetting=rng.uniform(0.1, 0.35) if noise else 0.0,
         exposure_percentile=rng.uniform(0.99, 0.999),
-        exposure_level=rng.uniform(0.55, 0.8),
+        gamma=rng.uniform(1.4, 2.2),
+        sensor=sensor, waves_k=waves_k, waves_amp=rng.uniform(0.04, 0.1, n_waves) / k_len,
+        rock_roughness=rng.uniform(0.6, 1.4),
         noise_seed=int(rng.integers(0, 2 ** 62)),
     )
     f32 = dict(dtype=torch.float32, device=device)
@@ -424,6 +437,7 @@ def sample_scene(rng, width=720, height=480, device='cpu', overrides=None) -> Sc
         width=int(width), height=int(height), camera=cam, sun_elevation_deg=sun_el,
         sun_azimuth_deg=sun_az, coarse=coarse, fine=fine,
         rock_center=torch.as_tensor(center, **f32), rock_M=torch.as_tensor(m, **f32),
+        rock_R=torch.as_tensor(rot, **f32),
         rock_radius=torch.as_tensor(radius, **f32),
         lobe_rock=torch.as_tensor(owner, dtype=torch.long, device=device),
         rock_class=torch.as_tensor(rock_class, dtype=torch.long, device=device),
@@ -764,20 +778,6 @@ def _lunar_lambert(n, sun_t, view, albedo):
     return albedo * (2 * big_l * mu0 / (mu0 + mu + 1e-6) + (1 - big_l) * mu0)
 
 
-def _gaussian_blur(img, sigma):
-    if sigma <= 0:
-        return img
-    r = max(1, int(math.ceil(3 * sigma)))
-    x = torch.arange(-r, r + 1, dtype=torch.float32, device=img.device)
-    k = torch.exp(-0.5 * (x / sigma) ** 2)
-    k = k / k.sum()
-    c = img.shape[0]
-    t = img[None]
-    t = F.conv2d(F.pad(t, (r, r, 0, 0), mode='replicate'), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    t = F.conv2d(F.pad(t, (0, 0, r, r), mode='replicate'), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-    return t[0]
-
-
 def render(scene: Scene, device=None):
     """Render a sampled scene -> (rgb uint8 HxWx3, ground mask HxW uint8, clean mask HxW uint8,
     info dict)."""
@@ -807,10 +807,22 @@ def render(scene: Scene, device=None):
         pl = (m * (p[rock_h] - scene.rock_center[li])[:, None, :]).sum(-1)
         nr = (m.transpose(1, 2) * pl[:, None, :]).sum(-1)
         nr = nr / nr.norm(dim=-1, keepdim=True)
+        # roughness: gradient of a sum of plane waves over the lobe's unit-sphere coordinates
+        prm = scene.params
+        kk = torch.as_tensor(prm['waves_k'], dtype=torch.float32, device=device)
+        amp = torch.as_tensor(prm['waves_amp'], dtype=torch.float32, device=device)
+        phase = (li.float() * 2.399963)[:, None]
+        arg = pl @ kk.T + phase * torch.arange(1, kk.shape[0] + 1, device=device, dtype=torch.float32)[None]
+        g_local = (amp[None] * torch.cos(arg)) @ kk
+        g = (scene.rock_R[li] * g_local[:, None, :]).sum(-1)
+        g = g - (g * nr).sum(-1, keepdim=True) * nr
+        nr = nr - prm['rock_roughness'] * g
+        nr = nr / nr.norm(dim=-1, keepdim=True)
+        rock_tex = 1 + 2.0 * (amp[None] * torch.sin(arg * 1.7)).sum(-1)
         n = n.clone()
         n[rock_h] = nr
         alb = alb.clone()
-        alb[rock_h] = alb[rock_h] * scene.rock_albedo[scene.lobe_rock[li]]
+        alb[rock_h] = alb[rock_h] * scene.rock_albedo[scene.lobe_rock[li]] * rock_tex
 
     # shadows: terrain horizon sweep (fine grid, coarse grid outside it) + rock occluders
     sun = _sun_dir(scene)
@@ -864,28 +876,24 @@ def render(scene: Scene, device=None):
         small_area = area[rock_id.clamp(min=0)] < min_px
         clean[(rock_id >= 0) & small_area] = GROUND
 
-    # sensor
+    # sensor: vignetting, PSF blur, exposure with shot/read noise (shared sensor model, 16-bit
+    # linear), then a warm-grey tint and gamma encoding to 8 bit
     img = radiance.reshape(h, w)
     hit_img = hit.reshape(h, w)
-    gen = torch.Generator().manual_seed(prm['noise_seed'])
-    q = float(torch.quantile(img[hit_img][:200000], prm['exposure_percentile'])) if hit_pix.numel() else 1.0
-    img = img * (prm['exposure_level'] / max(q, 1e-6))
-    tint = torch.tensor(prm['tint'], dtype=torch.float32, device=device)[:, None, None]
-    rgb = img[None] * tint
-    rgb = _gaussian_blur(rgb, prm['blur_sigma_px'])
     if prm['vignetting'] > 0:
         yy = (torch.arange(h, device=device, dtype=torch.float32) - (h / 2 - 0.5)) / fx
         xx = (torch.arange(w, device=device, dtype=torch.float32) - (w / 2 - 0.5)) / fx
         r2 = (xx[None, :] ** 2 + yy[:, None] ** 2)
-        rgb = rgb * (1 - prm['vignetting'] * r2 / float(r2.max()))[None]
-    if prm['full_well_e'] > 0:
-        fw = prm['full_well_e']
-        e = torch.clamp(rgb, min=0) * fw
-        noise = torch.randn(rgb.shape, generator=gen).to(device)
-        noise2 = torch.randn(rgb.shape, generator=gen).to(device)
-        e = e + torch.sqrt(e + 1e-6) * noise + prm['read_noise_e'] * noise2
-        rgb = e / fw
-    rgb = torch.clamp(rgb, 0, 1) ** (1 / 2.2)
+        img = img * (1 - prm['vignetting'] * r2 / float(r2.max()))
+    sensor = prm['sensor']
+    if sensor.psf_sigma_px > 0:
+        img = sensor_blur(img.contiguous(), sensor.psf_sigma_px)
+    ref = float(torch.quantile(img[hit_img][:200000].float(), prm['exposure_percentile'])) \
+        if hit_pix.numel() else 1.0
+    dn, _ = expose(img, sensor, np.random.default_rng(prm['noise_seed']), max(ref, 1e-6))
+    lin = torch.from_numpy(dn.astype(np.float32) / 65535.0).to(device)
+    tint = torch.tensor(prm['tint'], dtype=torch.float32, device=device)[:, None, None]
+    rgb = torch.clamp(lin[None] * tint, 0, 1) ** (1 / prm['gamma'])
     rgb8 = (rgb * 255 + 0.5).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
     ground_mask = cls.reshape(h, w).to(torch.uint8).cpu().numpy()
@@ -933,8 +941,10 @@ def _meta(scene: Scene, ground_mask, clean_mask, info):
         clean_frac_small_rock=round(float(frc[1]), 6), clean_frac_large_rock=round(float(frc[2]), 6),
         clean_min_rock_pixels=info['clean_min_rock_pixels'],
         regolith_albedo=round(prm['regolith_albedo'], 4), relief_rms_m=round(prm['relief_rms_m'], 4),
-        n_craters=prm['n_craters'], blur_sigma_px=round(prm['blur_sigma_px'], 3),
-        read_noise_e=round(prm['read_noise_e'], 2), full_well_e=round(prm['full_well_e'], 1),
+        n_craters=prm['n_craters'], blur_sigma_px=round(prm['sensor'].psf_sigma_px, 3),
+        read_noise_e=round(prm['sensor'].read_noise_e, 2) if prm['sensor'].noise else 0.0,
+        full_well_e=round(prm['sensor'].full_well_e, 1), peak_fraction=round(prm['sensor'].peak_fraction, 3),
+        gamma=round(prm['gamma'], 3),
         vignetting=round(prm['vignetting'], 3),
     )
 

@@ -45,7 +45,7 @@ def read_mcap(bag: Path) -> dict:
 
 
 def test_asteroid_mcap_read_back_by_mcap_ros2(tmp_path):
-    rows = make_asteroid_dataset(tmp_path / 'data', n=4, width=40, height=32, nan_rows=(2,))
+    rows = make_asteroid_dataset(tmp_path / 'data', n=4, width=40, height=32)
     bag = tmp_path / 'bag'
     result = make_bag(tmp_path / 'data', bag, '--rate-hz', RATE_HZ, '--frame-id', 'cam')
     assert 'wrote' in result.stdout and '4 frames' in result.stdout
@@ -55,8 +55,8 @@ def test_asteroid_mcap_read_back_by_mcap_ros2(tmp_path):
     assert meta['version'] == 9 and meta['storage_identifier'] == 'mcap'
     counts = {t['topic_metadata']['name']: t['message_count']
               for t in meta['topics_with_message_count']}
-    assert counts == {'/camera/image_raw': 4, '/camera/camera_info': 4, '/centroid_truth': 3}
-    assert meta['message_count'] == 11
+    assert counts == {'/camera/image_raw': 4, '/camera/camera_info': 4, '/centroid_truth': 4}
+    assert meta['message_count'] == 12
     assert (bag / meta['relative_file_paths'][0]).is_file()
 
     topics = read_mcap(bag)
@@ -75,12 +75,9 @@ def test_asteroid_mcap_read_back_by_mcap_ros2(tmp_path):
         assert (info.width, info.height) == (40, 32)
         np.testing.assert_allclose(info.k, expected_k(40, 32, 5.5), rtol=1e-12)
         assert info.distortion_model == 'plumb_bob' and list(info.d) == [0.0] * 5
-        if math.isnan(x):
-            assert t not in truths                      # no target: no truth message
-        else:
-            truth = truths[t]
-            assert (truth.point.x, truth.point.y) == (x, y)
-            assert truth.header.frame_id == 'cam'
+        truth = truths[t]
+        assert (truth.point.x, truth.point.y) == (x, y)
+        assert truth.header.frame_id == 'cam'
 
 
 def test_lunar_mcap_read_back_with_masks_and_meta_fov(tmp_path):
@@ -136,7 +133,7 @@ def test_sqlite3_bag_read_with_sqlite3_module(tmp_path):
 
 
 def test_frame_sources_agree_for_bag_and_folder(tmp_path):
-    make_asteroid_dataset(tmp_path / 'data', n=5, nan_rows=(1,))
+    make_asteroid_dataset(tmp_path / 'data', n=5)
     make_bag(tmp_path / 'data', tmp_path / 'bag')
     from_bag = list(fs.open_frames(tmp_path / 'bag', start_index=1, end_index=3))
     from_dir = list(fs.open_frames(tmp_path / 'data', start_index=1, end_index=3,
@@ -146,19 +143,19 @@ def test_frame_sources_agree_for_bag_and_folder(tmp_path):
         assert a.stamp_ns == b.stamp_ns
         assert np.array_equal(a.image, b.image) and a.encoding == b.encoding == 'mono8'
         assert a.centroid == b.centroid and a.camera == b.camera
-    assert from_bag[0].centroid is None
 
 
 def test_missing_image_skipped_and_summarised(tmp_path):
-    make_asteroid_dataset(tmp_path / 'data', n=4, missing=(1,),
+    make_asteroid_dataset(tmp_path / 'data', n=5, missing=(1,), nan_rows=(3,),
                           bad_rows=['asteroid_000009.png,not_a_number,3'])
     result = make_bag(tmp_path / 'data', tmp_path / 'bag')
     assert result.returncode == 0
     assert '3 frames' in result.stdout
     report = result.stdout + result.stderr
-    assert 'asteroid_000001.png' in report and 'not_a_number' in report
+    assert 'missing_image' in report and 'asteroid_000001.png' in report
+    assert 'not_a_number' in report and 'asteroid_000003.png' in report
     frames = list(fs.open_frames(tmp_path / 'bag'))
-    assert len(frames) == 3
+    assert [f.name for f in frames] == ['frame_000000', 'frame_000001', 'frame_000002']
 
 
 def test_strict_stops_at_first_problem(tmp_path):

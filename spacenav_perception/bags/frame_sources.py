@@ -226,82 +226,37 @@ def _read_png(path: Path, flags: int, problems, what: str, missing_kind='missing
     return image
 
 
-def read_asteroid_labels(directory, problems) -> list:
-    """[(image_name, x, y)] from labels.csv; malformed rows recorded and skipped.
-
-    x or y empty / NaN means "no target in view": the frame is kept, without centroid truth.
-    """
-    labels_path = Path(directory) / 'labels.csv'
-    rows = []
-    with labels_path.open(newline='') as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None:
-            return rows
-        header = [h.strip() for h in header]
-        try:
-            i_name, i_x, i_y = (header.index('image_name'), header.index('x_coordinate'),
-                                header.index('y_coordinate'))
-        except ValueError:
-            _record(problems, 'bad_header', labels_path,
-                    f'header {header} lacks image_name,x_coordinate,y_coordinate')
-            return rows
-        for line_no, row in enumerate(reader, start=2):
-            if not row or all(not c.strip() for c in row):
-                continue
-            try:
-                name = row[i_name].strip()
-                if not name:
-                    raise ValueError('empty image_name')
-                xs, ys = row[i_x].strip(), row[i_y].strip()
-                x = float(xs) if xs else math.nan
-                y = float(ys) if ys else math.nan
-                if math.isinf(x) or math.isinf(y):
-                    raise ValueError('infinite coordinate')
-            except (IndexError, ValueError) as exc:
-                _record(problems, 'bad_row', f'{labels_path}:{line_no}',
-                        f'malformed row {row!r} ({exc})')
-                continue
-            rows.append((name, x, y))
-    return rows
-
-
 def iter_asteroid_frames(directory, *, start_index=0, end_index=-1, problems=None,
                          strict=False, rate_hz=DEFAULT_RATE_HZ, t0_ns=0, fov_deg=None,
                          frame_id=DEFAULT_FRAME_ID) -> Iterator[Frame]:
-    """Asteroid dataset (labels.csv + images/) -> mono8 frames with centroid truth."""
+    """Asteroid dataset (labels.csv + images/) -> mono8 (mono16 for 16-bit PNGs) frames with
+    centroid truth. Rows are checked by the project's loader (data/asteroid_dataset.read_index:
+    malformed or non-finite rows, missing or unreadable PNGs, labels outside the image are
+    problems); frame i is the i-th good row."""
+    from spacenav_perception.data.asteroid_dataset import read_image, read_index
     directory = Path(directory)
     problems = make_problems(strict, problems)
-    meta = _read_meta(directory, problems)
-    index = 0
-    for name, x, y in read_asteroid_labels(directory, problems):
+    records, _ = read_index(directory, problems=problems)     # also reads meta.csv
+    for index, record in enumerate(records):
         if _past_end(index, end_index):
             return
         if not _in_range(index, start_index, end_index):
-            # Still check the file exists so indices match the ones a conversion would give.
-            if (directory / 'images' / name).is_file():
-                index += 1
-            else:
-                _record(problems, 'missing_image', directory / 'images' / name,
-                        'image file is missing')
             continue
-        image = _read_png(directory / 'images' / name, cv2.IMREAD_UNCHANGED, problems, 'image')
+        image = read_image(record.path, problems)
         if image is None:
             continue
-        if image.ndim == 3:   # colour or alpha PNG of a mono render: luminance
-            code = cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY
-            image = cv2.cvtColor(image, code)
-        if image.dtype != np.uint8:
-            image = (image.astype(np.float32) * (255.0 / np.iinfo(image.dtype).max)
-                     ).round().astype(np.uint8)
+        encoding = 'mono16' if image.dtype == np.uint16 else 'mono8'
+        if image.dtype not in (np.uint8, np.uint16):
+            _record(problems, 'unreadable_image', record.path,
+                    f'unsupported sample type {image.dtype}')
+            continue
         h, w = image.shape[:2]
-        centroid = (x, y) if math.isfinite(x) and math.isfinite(y) else None
-        yield Frame(index=index, stamp_ns=_stamp(t0_ns, index, rate_hz), name=name,
-                    image=image, encoding='mono8',
-                    camera=CameraModel.from_fov(w, h, _fov_for(name, meta, fov_deg,
-                                                               ASTEROID_FOV_DEG)),
-                    centroid=centroid, frame_id=frame_id)
-        index += 1
+        yield Frame(index=index, stamp_ns=_stamp(t0_ns, index, rate_hz), name=record.name,
+                    image=np.ascontiguousarray(image), encoding=encoding,
+                    camera=CameraModel.from_fov(w, h, _fov_for(record.name,
+                                                               {record.name: record.meta},
+                                                               fov_deg, ASTEROID_FOV_DEG)),
+                    centroid=(record.x, record.y), frame_id=frame_id)
 
 
 _RENDER_RE = re.compile(r'^render(\d+)\.png$')
@@ -374,11 +329,11 @@ def iter_lunar_frames(directory, *, start_index=0, end_index=-1, problems=None, 
 
 
 def count_dataset_frames(directory, masks='clean') -> int:
-    """Number of frames a dataset lists (before problems): for progress bars."""
+    """Number of frames a dataset lists (before problems are removed): for progress bars."""
     layout = detect_layout(directory)
     if layout == 'asteroid':
         with (Path(directory) / 'labels.csv').open(newline='') as fh:
-            return max(0, sum(1 for line in fh if line.strip()) - 1)
+            return max(0, sum(1 for line in fh if line.strip()) - 1)   # good rows: at most
     if layout == 'lunar':
         return len(lunar_items(directory, masks))
     raise SourceError(f'{directory} is a bag, not a dataset folder')

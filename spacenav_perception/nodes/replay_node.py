@@ -229,9 +229,8 @@ class ReplayNode(Node):
                 f'(have {have_img}) and {need_truth} per truth topic: starting anyway')
         else:
             return
-        self._timer.cancel()
-        self.destroy_timer(self._timer)
-        self._timer = None
+        self._timer.cancel()      # the replay timer replaces it (cancelled, not destroyed
+        self._timer = None        # from inside its own callback)
         self._begin()
 
     def _begin(self):
@@ -255,15 +254,17 @@ class ReplayNode(Node):
             return None
 
     def _set_period(self, period: float):
+        """Publish the next frame `period` s after the previous one (one timer, re-timed)."""
         period = max(period, 1e-4)
         if self._timer is not None and self._period is not None \
                 and abs(period - self._period) <= 0.01 * self._period:
             return
-        if self._timer is not None:
-            self._timer.cancel()
-            self.destroy_timer(self._timer)
         self._period = period
-        self._timer = self.create_timer(period, self._tick)
+        if self._timer is None:
+            self._timer = self.create_timer(period, self._tick)
+        else:
+            self._timer.timer_period_ns = int(period * 1e9)
+            self._timer.reset()
 
     def _tick(self):
         if self.done.is_set() or self._stopping:

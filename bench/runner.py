@@ -71,6 +71,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              'between processes, which is then counted as lost)')
     parser.add_argument('--qos-depth', type=int, default=1,
                         help='qos_depth parameter given to the nodes (default 1)')
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch intra-op threads in the bench process and OMP_NUM_THREADS '
+                             'of the node processes (default: torch\'s own choice). On a busy '
+                             'or small machine 1 can be several times faster than the default')
     parser.add_argument('--domain-id', type=int, default=None,
                         help='ROS_DOMAIN_ID of the run (default: one derived from the pid, '
                              'so the benchmark does not meet other ROS traffic)')
@@ -168,6 +172,13 @@ def run(args) -> int:
         raise SystemExit(f'spacenav bench: unknown model(s) {bad}; use {", ".join(MODEL_NAMES)}')
     devices = _devices(args.device)
     t_start = time.monotonic()
+    threads = getattr(args, 'threads', None)
+    if threads is not None:
+        if threads < 1:
+            raise SystemExit('spacenav bench: --threads must be >= 1')
+        import torch
+        torch.set_num_threads(threads)
+        os.environ['OMP_NUM_THREADS'] = str(threads)   # inherited by the node processes
 
     from tqdm import tqdm
 
@@ -243,6 +254,7 @@ def run(args) -> int:
                      'overload_rate_hz': plan.overload_rate_hz,
                      'overload_duration_s': None if args.skip_nodes else cfg.overload_duration_s,
                      'qos_reliability': args.qos_reliability, 'qos_depth': args.qos_depth,
+                     'threads': threads,
                      'ros_domain_id': domain,
                      'model_inputs': {n: {'frames': MODELS[n][3]} for n in names}},
         'frames': frames_info,

@@ -18,6 +18,10 @@ SPACENAV = Path(sys.executable).parent / 'spacenav'
 MODEL_KEYS = {'model', 'engine', 'device', 'p50_ms', 'p99_ms', 'fps'}
 NODE_KEYS = {'node', 'p50_ms', 'p95_ms', 'max_ms', 'lost', 'passthrough_p50_ms',
              'predictor_p50_ms'}
+# The quick run takes < 1 min on an idle machine with cached frames/models, but the first run
+# renders frames and exports models, and shared CI machines are slow: above the suite default.
+pytestmark = pytest.mark.timeout(900)
+
 OVERLOAD_KEYS = {'node', 'answered', 'dropped', 'p95_ms', 'max_ms', 'rss_before_mb',
                  'rss_after_mb'}
 
@@ -36,7 +40,7 @@ def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp('bench') / 'bench.json'
     cmd = [str(SPACENAV) if SPACENAV.exists() else 'spacenav', 'bench', '--quick', '--json',
            '--device', 'cpu', '--out', str(out)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=840,
                           env=os.environ.copy())
     assert proc.returncode == 0, f'exit {proc.returncode}\nstderr:\n{proc.stderr[-4000:]}'
     return proc, out

@@ -375,6 +375,9 @@ def run_node_bench(cfg: NodeBenchConfig, model_files: dict, predictor_p50: dict,
                     budget = pt_res['p50_ms'] + pred + 2.0
                     row['overhead_budget_ms'] = round(budget, 3)
                     row['overhead_ok'] = bool(res['p50_ms'] <= budget)
+                    # Only meaningful when the node keeps up with the rate: otherwise frames wait
+                    # for the previous one (latest-frame worker) and that wait is in the latency.
+                    row['overhead_check_valid'] = row['lost'] == 0
                 nodes_rows.append(row)
 
                 time.sleep(0.5)

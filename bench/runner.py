@@ -137,7 +137,10 @@ def render_report(result: dict) -> str:
                 out.append(f"  overhead check {r['node']}: p50 {r['p50_ms']:.2f} ms <= "
                            f"passthrough {r['passthrough_p50_ms']:.2f} + predictor "
                            f"{r['predictor_p50_ms']:.2f} + 2 ms = {r['overhead_budget_ms']:.2f}"
-                           f" ms: {'OK' if r['overhead_ok'] else 'EXCEEDED'}")
+                           f" ms: {'OK' if r['overhead_ok'] else 'EXCEEDED'}"
+                           + ('' if r.get('overhead_check_valid', True) else
+                              f" (not meaningful: the node does not keep up with "
+                              f"{r['rate_hz']:g} Hz, {r['lost']} lost; frames waited)"))
     if result['overload']:
         out += ['', 'Overload (200 Hz into the node)',
                 _table(result['overload'], ('node', 'published', 'answered', 'dropped',

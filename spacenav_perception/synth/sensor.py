@@ -81,14 +81,17 @@ def psf_kernel(sigma_px: float, defocus_px: float = 0.0) -> np.ndarray:
     return kernel / kernel.sum()
 
 
-def blur(image: torch.Tensor, sigma_px: float, defocus_px: float = 0.0) -> torch.Tensor:
+def blur(image: torch.Tensor, sigma_px: float, defocus_px: float = 0.0,
+         backend: str = 'auto') -> torch.Tensor:
     """Convolve an (H, W) float tensor with the PSF (edge pixels replicated).
 
-    On the CPU this uses OpenCV's SIMD filters (much faster than a one-thread conv2d); on other
-    devices torch convolutions. Both apply the same kernel."""
-    if image.device.type == 'cpu':
+    backend 'auto': OpenCV's SIMD filters for CPU tensors (much faster than a one-thread
+    conv2d), torch convolutions on other devices; 'torch' / 'cv2' force one. Both apply the
+    same kernel."""
+    use_cv2 = backend == 'cv2' or (backend == 'auto' and image.device.type == 'cpu')
+    if use_cv2:
         import cv2
-        img = image.numpy()
+        img = image.detach().cpu().numpy()
         if defocus_px <= 0:
             k1 = _gauss1d(sigma_px).astype(np.float32)
             out = cv2.sepFilter2D(img, -1, k1, k1, borderType=cv2.BORDER_REPLICATE)

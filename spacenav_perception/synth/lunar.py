@@ -263,12 +263,14 @@ def _sample_rocks(rng, cam: Camera, rock_density, boulders):
     return np.concatenate(xs), np.concatenate(ys), np.concatenate(ds)
 
 
-def _build_rocks(rng, x, y, diam, ground_z, buried=None):
+def _build_rocks(rng, x, y, diam, ground_z, buried=None, axes=None, single_lobe=False):
     """Ellipsoid lobes for rocks at (x, y) with diameters diam. Returns numpy arrays."""
     n = len(x)
     a = diam / 2
     b_ = a * rng.uniform(0.55, 1.0, n)
     c = a * rng.uniform(0.35, 0.8, n)
+    if axes is not None:                  # fixed shape (test hook): (b/a, c/a)
+        b_, c = a * float(axes[0]), a * float(axes[1])
     yaw = rng.uniform(0, 2 * np.pi, n)
     tilt = np.radians(rng.uniform(0, 20, n))
     tilt_ax = rng.uniform(0, 2 * np.pi, n)
@@ -280,7 +282,7 @@ def _build_rocks(rng, x, y, diam, ground_z, buried=None):
     rots = [rot]
     owner = [np.arange(n)]
     # second lobe for ~70 % of rocks: irregular outlines
-    two = rng.random(n) < 0.7
+    two = (rng.random(n) < 0.7) & (not single_lobe)
     idx = np.nonzero(two)[0]
     if len(idx):
         off_local = np.stack([rng.uniform(-0.5, 0.5, len(idx)) * a[idx],
@@ -310,17 +312,10 @@ def _build_rocks(rng, x, y, diam, ground_z, buried=None):
     return center, m, radius, owner, protrusion, rot
 
 
-def sample_scene(rng, width=720, height=480, device='cpu', overrides=None) -> Scene:
-    """Draw a random scene. `overrides` (tests, demos) may set:
-    'flat': True (no relief, no craters), 'rocks': [(x, y, diameter), ...] replacing the random
-    rocks (optionally 'rock_bury': centre offset in units of the vertical semi-axis),
-    'camera': dict of Camera fields, 'sun_elevation_deg', 'sun_azimuth_deg', 'noise': False,
-    'boulders', 'rock_density'."""
-    ov = dict(overrides or {})
-    device = torch.device(device)
-    gen = torch.Generator().manual_seed(int(rng.integers(0, 2 ** 62)))
-
-    # --- camera -------------------------------------------------------------------------------
+def sample_camera(rng, width=720, height=480) -> Camera:
+    """Random rover/lander camera at (0, 0): 1-3 m above the ground, HFOV 50-70 deg, roll +-6 deg.
+    20 %: pitched down so far that no sky is visible; otherwise the horizon row is placed at
+    15-42 % of the height from the top (10 % of those: 42-60 %, camera slightly up)."""
     hfov = rng.uniform(50, 70)
     roll = rng.uniform(-6, 6)
     cam_h = rng.uniform(1.0, 3.0)
@@ -334,7 +329,21 @@ def sample_scene(rng, width=720, height=480, device='cpu', overrides=None) -> Sc
     else:                      # horizon in view: choose the horizon row
         hf = rng.uniform(0.15, 0.42) if rng.random() < 0.9 else rng.uniform(0.42, 0.6)
         pitch = math.degrees(math.atan((hf * height - 0.5 - cy) / fx))
-    cam = Camera(0.0, 0.0, cam_h, yaw, pitch, roll, hfov)
+    return Camera(0.0, 0.0, cam_h, yaw, pitch, roll, hfov)
+
+
+def sample_scene(rng, width=720, height=480, device='cpu', overrides=None) -> Scene:
+    """Draw a random scene. `overrides` (tests, demos) may set:
+    'flat': True (no relief, no craters), 'rocks': [(x, y, diameter), ...] replacing the random
+    rocks (optionally 'rock_bury': centre offset in units of the vertical semi-axis,
+    'rock_axes': (b/a, c/a) fixed semi-axis ratios, 'single_lobe': True),
+    'camera': dict of Camera fields, 'sun_elevation_deg', 'sun_azimuth_deg', 'noise': False,
+    'boulders', 'rock_density'."""
+    ov = dict(overrides or {})
+    device = torch.device(device)
+    gen = torch.Generator().manual_seed(int(rng.integers(0, 2 ** 62)))
+
+    cam = sample_camera(rng, width, height)
     cam_kw = ov.get('camera', {})
     for k, v in cam_kw.items():
         setattr(cam, k, v)
@@ -400,7 +409,8 @@ def sample_scene(rng, width=720, height=480, device='cpu', overrides=None) -> Sc
         rx, ry, rd = _sample_rocks(rng, cam, rock_density, boulders)
     if len(rx):
         gz = ground(rx, ry)
-        center, m, radius, owner, protrusion, rot = _build_rocks(rng, rx, ry, rd, gz, ov.get('rock_bury'))
+        center, m, radius, owner, protrusion, rot = _build_rocks(rng, rx, ry, rd, gz, ov.get('rock_bury'), ov.get('rock_axes'),
+                                                                  bool(ov.get('single_lobe', False)))
     else:
         center = np.zeros((0, 3)); m = np.zeros((0, 3, 3)); radius = np.zeros(0)
         rot = np.zeros((0, 3, 3))

@@ -55,6 +55,8 @@ def register(subparsers) -> None:
     lu.add_argument('--start-index', type=int, default=0, help='index of the first frame')
     lu.add_argument('--threads', type=int, default=0,
                     help='torch CPU threads (0: torch default)')
+    lu.add_argument('--workers', default='auto',
+                    help="worker processes for the lunar renderer ('auto' or a number)")
     lu.add_argument('--no-progress', action='store_true', help='no progress bar')
     lu.set_defaults(func=run_lunar)
 
@@ -83,11 +85,11 @@ def run_asteroid(args) -> int:
 def run_lunar(args) -> int:
     _threads(args)
     from spacenav_perception.synth.lunar import render_dataset
-    res = render_dataset(args.out, args.n, args.seed, width=args.width, height=args.height,
-                         device=args.device, start_index=args.start_index,
-                         progress=not args.no_progress)
-    if isinstance(res, dict) and 'n' in res:
-        print(f"wrote {res['n']} frames to {args.out}")
+    workers = args.workers if args.workers == 'auto' else int(args.workers)
+    render_dataset(args.out, args.n, args.seed, width=args.width, height=args.height,
+                   device=args.device, start_index=args.start_index,
+                   progress=not args.no_progress, workers=workers)
+    print(f'wrote {args.n} frames to {args.out}')
     return 0
 
 

@@ -195,6 +195,8 @@ def replay_through_graph(bag: Path, *, task: str, model: Path, eval_dir: Path,
         'eval_output_dir': str(eval_dir),
         'centroid_model' if task == 'centroid' else 'hazard_model': str(model)}
     entries = resolve('replay', overrides)
+    if config.progress:   # the progress bar replaces the replay node's progress log lines
+        rclpy.logging.set_logger_level('replay_node', rclpy.logging.LoggingSeverity.WARN)
     nodes = create_graph_nodes(entries)
     by_name = {node.get_name(): node for node in nodes}
     replay, evaluator_node = by_name['replay_node'], by_name['eval_node']

@@ -156,3 +156,23 @@ def test_bad_path_is_a_clear_startup_error(tmp_path):
          '-p', f'path:={tmp_path / "nope"}'], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert 'does not exist' in result.stdout + result.stderr
+
+
+def test_replay_graph_with_exit_when_done_writes_the_evaluation(asteroid, tmp_path):
+    """`spacenav run --config replay bag:=...` starts replay + centroid + eval nodes and exits
+    at the end of the bag with the eval report written (reference model: known answers)."""
+    import json
+    from bag_fixtures import spacenav
+    from spacenav_perception.nets.reference import export_reference_model
+    root, rows = asteroid
+    model = export_reference_model('centroid', tmp_path / 'model', 16, 20)
+    result = spacenav('run', '--config', 'replay', f'bag:={root / "bag"}', 'use_hazard:=false',
+                      'wait_for_subscribers:=2', 'rate_hz:=20.0', 'done_delay_s:=1.0',
+                      f'centroid_model:={model}', f'eval_output_dir:={tmp_path / "eval"}',
+                      '--exit-when-done', timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / 'eval' / 'report.json').read_text())
+    c = report['centroid']
+    assert c['truth_received'] == 6 and c['matched'] + c['missed'] == 6
+    assert c['matched'] >= 1 and c['duplicates'] == 0
+    assert (tmp_path / 'eval' / 'centroid_error_hist.png').is_file()

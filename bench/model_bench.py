@@ -54,8 +54,9 @@ def time_calls(fn, args_cycle, warmup: int, runs: int, sync=None) -> list:
 def bench_predictor(ms, engine_name: str, device: str, frames, encoding: str,
                     warmup: int, runs: int) -> dict:
     from spacenav_perception.core.engine import InferenceEngine
-    engine = InferenceEngine(ms.files[engine_name], device=device, strict_device=True,
-                             expected_task=ms.task, warmup=True)
+    # precision 'auto' = what the nodes run by default (fp16 with torch on CUDA, else fp32).
+    engine = InferenceEngine(ms.files[engine_name], device=device, precision='auto',
+                             strict_device=True, expected_task=ms.task, warmup=True)
     predictor = _predictor_for(ms.task, engine)
     call = _predict_call(predictor, encoding)
     sync = None

@@ -73,8 +73,16 @@ def _shipped(name: str, models_dir: Path | None) -> dict:
     return found
 
 
-def _untrained_config(name: str) -> tuple:
-    """(untrained model, export config) for a benchmark model name, from the training tasks."""
+def _untrained_config(name: str, like: dict | None = None) -> tuple:
+    """(untrained model, export config) for a benchmark model name, from the training tasks.
+
+    `like`: the manifest of a shipped file of that model: same arch and input (so the formats
+    that are not shipped are measured on the same network)."""
+    if like and like.get('arch') and like.get('input'):
+        from spacenav_perception.export import build_from_config
+        config = {k: like[k] for k in ('task', 'arch', 'input', 'output') if k in like}
+        config['class_names'] = like.get('class_names', [])
+        return build_from_config(config), config
     if name in ('centroid', 'thesis'):
         from spacenav_perception.training import centroid_task as task
         arch = 'thesis' if name == 'thesis' else 'centroidnet'
@@ -94,7 +102,7 @@ def _untrained_config(name: str) -> tuple:
     return task.build_model('hazardnet'), config
 
 
-def _export_untrained(name: str, out_dir: Path, engines) -> tuple[dict, str]:
+def _export_untrained(name: str, out_dir: Path, engines, like=None) -> tuple[dict, str]:
     """Export the untrained network `name` in the formats of `engines`; (files, source).
 
     Through spacenav_perception.export.export_model (the project's exporter, which verifies
@@ -105,7 +113,7 @@ def _export_untrained(name: str, out_dir: Path, engines) -> tuple[dict, str]:
         import torch
         from spacenav_perception.export import export_model
         torch.manual_seed(0)
-        model, config = _untrained_config(name)
+        model, config = _untrained_config(name, like)
         export_model(model, config, out, formats=formats,
                      training={'command': 'untrained (benchmark only)', 'device': 'none',
                                'seconds': 0},
@@ -139,7 +147,12 @@ def resolve_models(names, engines=tuple(ENGINES), models_dir: Path | None = None
         missing = [e for e in engines if e not in ms.files]
         if missing:
             key = key or _sources_key()
-            folder = cache_root() / key / name
+            like = None
+            if shipped:   # fill the missing formats with the shipped network's architecture
+                import json
+                like = json.loads(next(iter(shipped.values())).with_suffix('.json').read_text())
+            arch = (like or {}).get('arch', 'default')
+            folder = cache_root() / key / f'{name}-{arch}'
             marker = folder / 'SOURCE'
             if refresh and folder.exists():
                 shutil.rmtree(folder)
@@ -151,7 +164,7 @@ def resolve_models(names, engines=tuple(ENGINES), models_dir: Path | None = None
                     '(cached for later runs)')
                 folder.mkdir(parents=True, exist_ok=True)
                 try:
-                    files, source = _export_untrained(name, folder, missing)
+                    files, source = _export_untrained(name, folder, missing, like)
                     marker.write_text(source + '\n')
                 except Exception as exc:  # a format that does not export: say so, go on
                     ms.problems.append(f'export of {name} failed: {type(exc).__name__}: {exc}')

@@ -316,8 +316,7 @@ def run_node_bench(cfg: NodeBenchConfig, model_files: dict, predictor_p50: dict,
     qos_params = {'qos_reliability': cfg.qos_reliability, 'qos_depth': cfg.qos_depth}
     try:
         for target, (kind, out_type, preferred, model) in TARGETS.items():
-            if model not in model_files:
-                errors.append(f'{target}: no {model} model file; skipped')
+            if model not in model_files:   # not selected (--models) or no file (runner said so)
                 continue
             model_path, engine_name = model_files[model]
             imgs, enc = frames[kind]
@@ -336,7 +335,8 @@ def run_node_bench(cfg: NodeBenchConfig, model_files: dict, predictor_p50: dict,
                 procs.append(pt)
                 tg = NodeProcess(target, f'bench_{target}_{tag}',
                                  {'image_topic': tg_topic, 'model_path': model_path,
-                                  'device': cfg.device, **extra, **qos_params}, log_dir)
+                                  'device': cfg.device, 'precision': 'auto', **extra,
+                                  **qos_params}, log_dir)
                 procs.append(tg)
                 pt_probe = Probe(node, pt_topic, imgs, enc)
                 tg_probe = Probe(node, tg_topic, imgs, enc)

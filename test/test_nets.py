@@ -39,11 +39,15 @@ def test_centroid_net_output_convention_and_uniform_map_gives_centre():
     out = m(torch.rand(2, 1, 256, 256))
     assert out.shape == (2, 3)
     assert torch.all((out[:, :2] >= 0) & (out[:, :2] <= 1))
-    with torch.no_grad():             # a flat weight map averages every cell: the frame centre
+    with torch.no_grad():   # head silenced: the weight map is the brightness prior alone
         m.head.weight.zero_()
         m.head.bias.zero_()
-    out = m(torch.rand(1, 1, 128, 128))
-    assert out[0, :2].tolist() == pytest.approx([0.5, 0.5], abs=1e-6)
+    img = torch.zeros(1, 1, 128, 128)
+    img[0, 0, 40:56, 64:96] = 1.0          # a uniform bright box: its centre over the extent
+    out = m(img)
+    assert out[0, :2].tolist() == pytest.approx([80 / 128, 48 / 128], abs=2e-3)
+    flat = m(torch.full((1, 1, 128, 128), 0.5))   # flat image: the frame centre
+    assert flat[0, :2].tolist() == pytest.approx([0.5, 0.5], abs=1e-6)
 
 
 @pytest.mark.parametrize('factory,shape,out_shape', [

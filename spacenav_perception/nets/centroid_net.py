@@ -5,8 +5,9 @@ Input (N, 1, S, S) mono in [0, 1] (S = 256 by default; any multiple of 32 works)
 Output (N, 3) = (u, v, in-view logit), u, v in [0, 1] across the image *extent*
 (manifest convention ``xy_norm_logit``): full-resolution x = u * W - 0.5.
 
-The head predicts a logit per stride-4 cell; the softmax of those logits is a weight map whose
-mean position is the prediction.  The map may be a peak or a broad body-shaped mask: the loss
+The head predicts a logit per stride-4 cell (added to a log-brightness prior, so training starts
+from the centre of brightness); the softmax of those logits is a weight map whose mean position,
+plus a small bounded global offset, is the prediction.  The map may be a peak or a broad body-shaped mask: the loss
 only sees its mean, so the network is free to learn the centre of *mass* (which for a partly
 lit body differs from the centre of light) as a weighted average of evidence spread over the
 visible disc.  Everything is static-shape tensor code, so TorchScript, torch.export and ONNX
@@ -75,9 +76,17 @@ class CentroidNet(nn.Module):
         self.lat1 = nn.Conv2d(w1, d, 1)
         self.smooth = ConvBNAct(d + 2, d, 3)
         self.head = nn.Conv2d(d, 1, 1)
+        # prior: the head's logits start from log(brightness) of each cell, so the untrained
+        # network already returns the centre of brightness; training learns where to move
+        # weight (onto the unlit part of the body) and a small global offset.
+        self.prior_gain = nn.Parameter(torch.ones(1))
+        self.offset = nn.Linear(w4, 2)
+        nn.init.zeros_(self.offset.weight)
+        nn.init.zeros_(self.offset.bias)
         self.in_view = nn.Linear(w4, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        image = x
         x = torch.cat([x, coord_channels(x)], dim=1)
         x = self.stem(x)
         c1 = self.stage1(x)
@@ -89,12 +98,15 @@ class CentroidNet(nn.Module):
         p = F.interpolate(p, size=c2.shape[-2:], mode='nearest') + self.lat2(c2)
         p = F.interpolate(p, size=c1.shape[-2:], mode='nearest') + self.lat1(c1)
         p = self.smooth(torch.cat([p, coord_channels(p)], dim=1))
-        logits = self.head(p)                                   # (N, 1, h, w)
-        n, _, h, w = logits.shape
+        n, _, h, w = p.shape
+        brightness = F.adaptive_avg_pool2d(image, [h, w]).clamp(min=0.0)
+        logits = self.head(p) + self.prior_gain * torch.log(brightness + 1e-4)   # (N, 1, h, w)
         weights = torch.softmax(logits.reshape(n, h * w), dim=1).reshape(n, h, w)
         us = (torch.arange(w, dtype=x.dtype, device=x.device) + 0.5) / w
         vs = (torch.arange(h, dtype=x.dtype, device=x.device) + 0.5) / h
         u = (weights.sum(dim=1) * us.view(1, w)).sum(dim=1)
         v = (weights.sum(dim=2) * vs.view(1, h)).sum(dim=1)
-        in_view = self.in_view(F.adaptive_avg_pool2d(c4, 1).flatten(1)).squeeze(1)
-        return torch.stack([u, v, in_view], dim=1)
+        g = F.adaptive_avg_pool2d(c4, 1).flatten(1)
+        off = 0.05 * torch.tanh(self.offset(g))
+        in_view = self.in_view(g).squeeze(1)
+        return torch.stack([u + off[:, 0], v + off[:, 1], in_view], dim=1)

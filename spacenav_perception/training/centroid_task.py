@@ -16,6 +16,7 @@ Validation error is reported in full-resolution pixels of the validation set's o
 """
 import csv
 import math
+import re
 from pathlib import Path
 
 import cv2
@@ -68,15 +69,27 @@ def to_unit_float(img: np.ndarray) -> np.ndarray:
     return np.clip(img.astype(np.float32), 0.0, 1.0)
 
 
+_NUMBER = re.compile(r'^\s*(?:np\.float\d*\()?\s*([-+0-9.eEinfa]+)\s*\)?\s*$')
+
+
+def parse_coordinate(text) -> float:
+    """A label value; tolerates numpy reprs such as 'np.float64(12.5)'. Empty -> nan."""
+    if text is None or str(text).strip() == '':
+        return math.nan
+    m = _NUMBER.match(str(text))
+    if not m:
+        raise ValueError(f'bad coordinate {text!r}')
+    return float(m.group(1))
+
+
 def read_labels(root) -> list:
     """[(image_name, x, y)] from DIR/labels.csv; rows that do not parse are skipped."""
     rows = []
     with open(Path(root) / 'labels.csv', newline='') as f:
         for row in csv.DictReader(f):
             try:
-                x = float(row['x_coordinate']) if row.get('x_coordinate') not in (None, '') else math.nan
-                y = float(row['y_coordinate']) if row.get('y_coordinate') not in (None, '') else math.nan
-                rows.append((row['image_name'], x, y))
+                rows.append((row['image_name'], parse_coordinate(row.get('x_coordinate')),
+                             parse_coordinate(row.get('y_coordinate'))))
             except (KeyError, ValueError):
                 continue
     return rows
@@ -192,8 +205,10 @@ class CentroidDataset(Dataset):
             img, u, v = img.T, v, u
             x0, y0, x1, y1 = y0, x0, y1, x1
         if rng.random() < 0.7 and x1 >= x0:
-            dx = int(rng.integers(-x0, self.size - x1)) if self.size - x1 > -x0 else 0
-            dy = int(rng.integers(-y0, self.size - y1)) if self.size - y1 > -y0 else 0
+            # only along axes where the lit pixels do not touch the frame edge (a body cut by
+            # the edge must stay cut there)
+            dx = int(rng.integers(-x0, self.size - x1)) if 0 < x0 and x1 < self.size - 1 else 0
+            dy = int(rng.integers(-y0, self.size - y1)) if 0 < y0 and y1 < self.size - 1 else 0
             img = _shift(img, dx, dy)
             u += dx / self.size
             v += dy / self.size

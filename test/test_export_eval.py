@@ -1,0 +1,109 @@
+"""Export (ts / pt2 / onnx + one manifest) and evaluation through the runtime path."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from spacenav_perception.cli import main as cli_main
+from spacenav_perception.core.centroid_predictor import CentroidPredictor
+from spacenav_perception.core.engine import InferenceEngine
+from spacenav_perception.core.manifest import load_manifest, sha256_file
+from spacenav_perception.evaluation.baselines import centre_of_brightness
+from spacenav_perception.export import export_checkpoint
+from spacenav_perception.training.centroid_task import CentroidTask
+from spacenav_perception.training.segmentation_task import SegmentationTask
+from spacenav_perception.training.trainer import TrainConfig, Trainer
+
+from fake_datasets import make_asteroid_set, make_lunar_set
+
+
+@pytest.fixture(scope='module')
+def centroid_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp('centroid')
+    data = make_asteroid_set(root / 'data', n=6, size=128, seed=4)
+    task = CentroidTask(data, data, 'centroidnet', input_size=64)
+    Trainer(task, TrainConfig(out=str(root / 'run'), epochs=1, batch_size=3, threads=1)).fit()
+    return root, data
+
+
+def test_export_all_formats_one_manifest_same_outputs(centroid_run, capsys):
+    root, data = centroid_run
+    out = root / 'models' / 'centroid.ts'
+    result = export_checkpoint(root / 'run' / 'best.pt', out, ('ts', 'pt2', 'onnx'),
+                               export_command='spacenav export ...')
+    files = {p.split('/')[-1] for p in result['files']}
+    assert 'centroid.ts' in files and not result['failed'], result['failed']
+    manifest = json.loads((root / 'models' / 'centroid.json').read_text())
+    assert set(manifest['files']) == files
+    for name, digest in manifest['files'].items():
+        assert sha256_file(root / 'models' / name) == digest
+    assert manifest['task'] == 'centroid' and manifest['arch'] == 'centroidnet'
+    assert manifest['output'] == 'xy_norm_logit'
+    assert manifest['input']['height'] == 64 and manifest['input']['channels'] == 1
+    assert 'val_median_px' in manifest['metrics'] and manifest['training']['command'] is not None
+    # every format gives the same prediction through the node's runtime path
+    img = (np.random.default_rng(0).random((128, 128)) * 255).astype(np.uint8)
+    results = []
+    for name in sorted(files):
+        path = root / 'models' / name
+        load_manifest(path, expected_task='centroid')
+        pred = CentroidPredictor(InferenceEngine(path, device='cpu')).predict(img, 'mono8')
+        results.append((pred.x, pred.y, pred.confidence))
+    for r in results[1:]:
+        assert r == pytest.approx(results[0], abs=1e-3)
+
+
+def test_eval_centroid_json_through_cli(centroid_run, capsys, tmp_path):
+    root, data = centroid_run
+    model = root / 'models' / 'centroid.ts'
+    if not model.exists():
+        export_checkpoint(root / 'run' / 'best.pt', model, ('ts',), export_command='x')
+    capsys.readouterr()
+    assert cli_main(['eval', 'centroid', '--data', str(data), '--model', str(model), '--json',
+                     '--out', str(tmp_path / 'ev'), '--min-confidence', '0']) == 0
+    r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for k in ('n', 'mean_px', 'median_px', 'p90_px', 'p95_px', 'max_px', 'n_no_target'):
+        assert k in r
+    assert r['n'] == 6 and r['n_no_target'] == 0
+    assert set(r['baselines']['cob']) >= {'n', 'mean_px', 'median_px', 'p90_px', 'p95_px', 'max_px'}
+    assert r['by_phase'] and (tmp_path / 'ev' / 'centroid_errors.png').is_file()
+
+
+def test_thesis_model_exports_and_evaluates(tmp_path, capsys):
+    data = make_asteroid_set(tmp_path / 'data', n=3, size=128, seed=5)
+    task = CentroidTask(data, data, 'thesis')
+    Trainer(task, TrainConfig(out=str(tmp_path / 'run'), epochs=1, batch_size=3, lr=1e-4,
+                              threads=1)).fit()
+    export_checkpoint(tmp_path / 'run' / 'best.pt', tmp_path / 'thesis.ts', ('ts',),
+                      export_command='x')
+    assert json.loads((tmp_path / 'thesis.json').read_text())['output'] == 'xy_input_px'
+    capsys.readouterr()
+    assert cli_main(['eval', 'centroid', '--data', str(data), '--model',
+                     str(tmp_path / 'thesis.ts'), '--json']) == 0
+    r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert r['n'] == 3 and r['n_no_target'] == 0
+
+
+def test_centre_of_brightness_of_a_uniform_disc_is_its_centre():
+    yy, xx = np.mgrid[:101, :121]
+    img = np.where((xx - 70.0) ** 2 + (yy - 40.0) ** 2 <= 15 ** 2, 200, 10).astype(np.uint8)
+    x, y = centre_of_brightness(img)
+    assert (x, y) == pytest.approx((70.0, 40.0), abs=1e-9)
+    assert np.isnan(centre_of_brightness(np.zeros((8, 8), np.uint8))[0])
+
+
+def test_segmentation_export_and_eval(tmp_path, capsys):
+    data = make_lunar_set(tmp_path / 'data', n=3)
+    task = SegmentationTask(data, data, 'hazardnet', input_hw=(32, 64))
+    Trainer(task, TrainConfig(out=str(tmp_path / 'run'), epochs=1, batch_size=3, threads=1)).fit()
+    export_checkpoint(tmp_path / 'run' / 'best.pt', tmp_path / 'hazard.ts', ('ts', 'onnx'),
+                      export_command='x')
+    capsys.readouterr()
+    assert cli_main(['eval', 'segmentation', '--data', str(data), '--model',
+                     str(tmp_path / 'hazard.onnx'), '--json', '--out', str(tmp_path / 'ev')]) == 0
+    r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert r['n'] == 3 and 0 <= r['miou'] <= 1 and 0 <= r['pixel_accuracy'] <= 1
+    assert set(r['iou']) == {'ground', 'small_rock', 'large_rock', 'sky'}
+    assert np.asarray(r['confusion_matrix']).sum() == 3 * 48 * 64      # frame resolution
+    assert (tmp_path / 'ev' / 'confusion_matrix.png').is_file()

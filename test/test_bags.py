@@ -230,3 +230,17 @@ def test_bag_info_command(tmp_path):
     make_bag(tmp_path / 'data', tmp_path / 'bag')
     result = spacenav('bag', 'info', tmp_path / 'bag', check=True)
     assert '/segmentation_truth' in result.stdout and 'sensor_msgs/msg/Image' in result.stdout
+
+
+def test_lunar_problems_missing_mask_and_unknown_colour(tmp_path):
+    make_lunar_dataset(tmp_path / 'data', n=3)
+    (tmp_path / 'data' / 'images' / 'clean' / 'clean0002.png').unlink()
+    mask_path = tmp_path / 'data' / 'images' / 'clean' / 'clean0003.png'
+    mask = cv2.imread(str(mask_path))
+    mask[0, 0] = (0, 120, 120)                  # BGR: G and R equally strong: no class colour
+    cv2.imwrite(str(mask_path), mask)
+    result = make_bag(tmp_path / 'data', tmp_path / 'bag')
+    assert '2 frames' in result.stdout
+    assert 'missing_mask' in result.stdout and 'unknown_mask_colour' in result.stdout
+    result = make_bag(tmp_path / 'data', tmp_path / 'bag2', '--strict', check=False)
+    assert result.returncode != 0 and 'missing_mask' in result.stderr

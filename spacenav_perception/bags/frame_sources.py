@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import csv
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -259,73 +258,55 @@ def iter_asteroid_frames(directory, *, start_index=0, end_index=-1, problems=Non
                     centroid=(record.x, record.y), frame_id=frame_id)
 
 
-_RENDER_RE = re.compile(r'^render(\d+)\.png$')
-
-
-def lunar_items(directory, masks='clean') -> list:
-    """[(render_path, mask_path, number)] of a lunar dataset, sorted by number."""
-    directory = Path(directory)
-    if masks not in ('clean', 'ground'):
-        raise ValueError(f"masks must be 'clean' or 'ground', not {masks!r}")
-    items = []
-    for path in (directory / 'images' / 'render').glob('render*.png'):
-        match = _RENDER_RE.match(path.name)
-        if match:
-            number = match.group(1)
-            items.append((path, directory / 'images' / masks / f'{masks}{number}.png',
-                          int(number)))
-    items.sort(key=lambda item: (item[2], item[0].name))
-    return items
-
-
-def classify_mask(mask_rgb: np.ndarray, name, problems) -> np.ndarray | None:
-    """RGB mask -> class ids through the lunar loader's dominant-channel classification."""
-    from spacenav_perception.data import lunar_dataset
-    return lunar_dataset.mask_to_classes(mask_rgb, name=str(name), problems=problems)
+def lunar_samples(directory, masks='clean', problems=None) -> list:
+    """(image, mask) pairs of a lunar dataset through the project loader (find_samples)."""
+    from spacenav_perception.data.lunar_dataset import find_samples
+    return find_samples(directory, masks=masks, sources=('render',),
+                        problems=problems if problems is not None else make_problems(False))
 
 
 def iter_lunar_frames(directory, *, start_index=0, end_index=-1, problems=None, strict=False,
                       masks='clean', rate_hz=DEFAULT_RATE_HZ, t0_ns=0, fov_deg=None,
                       frame_id=DEFAULT_FRAME_ID) -> Iterator[Frame]:
-    """Lunar dataset (Kaggle layout) -> rgb8 frames with hazard and class-id truth."""
+    """Lunar dataset (Kaggle layout) -> rgb8 frames with hazard and class-id truth.
+
+    Pairs, decoding and mask classification are the project loader's (data/lunar_dataset.py:
+    find_samples, read_rgb, classify_mask by dominant channel); unknown mask colours are
+    reported ('unknown_mask_colour') and labelled ground, as in training."""
+    from spacenav_perception.data.lunar_dataset import classify_mask, read_rgb
     directory = Path(directory)
     problems = make_problems(strict, problems)
     meta = _read_meta(directory, problems)
-    index = 0
-    for render_path, mask_path, _ in lunar_items(directory, masks):
+    for index, sample in enumerate(lunar_samples(directory, masks, problems)):
         if _past_end(index, end_index):
             return
         if not _in_range(index, start_index, end_index):
-            if mask_path.is_file():
-                index += 1
-            else:
-                _record(problems, 'missing_mask', mask_path, f'{masks} mask file is missing')
             continue
-        image = _read_png(render_path, cv2.IMREAD_COLOR, problems, 'render')
+        image = read_rgb(sample.image)
         if image is None:
+            _record(problems, 'unreadable_image', sample.image, 'render cannot be decoded')
             continue
-        mask = _read_png(mask_path, cv2.IMREAD_COLOR, problems, f'{masks} mask',
-                         missing_kind='missing_mask')
+        mask = read_rgb(sample.mask)
         if mask is None:
+            _record(problems, 'unreadable_image', sample.mask, f'{masks} mask cannot be decoded')
             continue
         if mask.shape[:2] != image.shape[:2]:
-            _record(problems, 'bad_image_size', mask_path,
+            _record(problems, 'bad_image_size', sample.mask,
                     f'mask is {mask.shape[1]}x{mask.shape[0]} but the render is '
                     f'{image.shape[1]}x{image.shape[0]}')
             continue
-        classes = classify_mask(cv2.cvtColor(mask, cv2.COLOR_BGR2RGB), mask_path, problems)
-        if classes is None:
-            continue
+        classes, unknown = classify_mask(mask)
+        if unknown.any():
+            _record(problems, 'unknown_mask_colour', sample.mask,
+                    f'{int(unknown.sum())} pixels of no class colour, labelled ground')
         classes = np.ascontiguousarray(classes, dtype=np.uint8)
         hazard = np.where(np.isin(classes, HAZARD_CLASSES), 255, 0).astype(np.uint8)
         h, w = image.shape[:2]
-        name = render_path.name
-        yield Frame(index=index, stamp_ns=_stamp(t0_ns, index, rate_hz), name=name,
-                    image=cv2.cvtColor(image, cv2.COLOR_BGR2RGB), encoding='rgb8',
-                    camera=CameraModel.from_fov(w, h, _fov_for(name, meta, fov_deg,
+        yield Frame(index=index, stamp_ns=_stamp(t0_ns, index, rate_hz), name=sample.name,
+                    image=image, encoding='rgb8',
+                    camera=CameraModel.from_fov(w, h, _fov_for(sample.name, meta, fov_deg,
                                                                LUNAR_FOV_DEG)),
                     hazard=hazard, segmentation=classes, frame_id=frame_id)
-        index += 1
 
 
 def count_dataset_frames(directory, masks='clean') -> int:
@@ -335,7 +316,7 @@ def count_dataset_frames(directory, masks='clean') -> int:
         with (Path(directory) / 'labels.csv').open(newline='') as fh:
             return max(0, sum(1 for line in fh if line.strip()) - 1)   # good rows: at most
     if layout == 'lunar':
-        return len(lunar_items(directory, masks))
+        return len(lunar_samples(directory, masks))
     raise SourceError(f'{directory} is a bag, not a dataset folder')
 
 

@@ -255,10 +255,10 @@ def _sample_rocks(rng, cam: Camera, rock_density, boulders):
         xs.append(cam.x + r * np.cos(a)); ys.append(cam.y + r * np.sin(a)); ds.append(d)
     # a boulder field: a few hazard-sized rocks in the near field of view
     nb = rng.poisson(boulders)
-    r = np.sqrt(rng.uniform(3.0 ** 2, 30.0 ** 2, nb))
+    r = rng.uniform(2.5, 25.0, nb)
     a = yaw + rng.uniform(-1, 1, nb) * math.radians(cam.hfov_deg / 2 + 5)
     u = rng.random(nb)
-    d = 0.6 * (1 - u * (1 - (0.6 / 3.5) ** 2)) ** (-1 / 2)
+    d = 0.9 * (1 - u * (1 - (0.9 / 4.0) ** 1.8)) ** (-1 / 1.8)
     xs.append(cam.x + r * np.cos(a)); ys.append(cam.y + r * np.sin(a)); ds.append(d)
     return np.concatenate(xs), np.concatenate(ys), np.concatenate(ds)
 
@@ -401,7 +401,7 @@ def sample_scene(rng, width=720, height=480, device='cpu', overrides=None) -> Sc
 
     # --- rocks --------------------------------------------------------------------------------
     rock_density = float(ov.get('rock_density', math.exp(rng.uniform(math.log(0.02), math.log(0.15)))))
-    boulders = float(ov.get('boulders', rng.uniform(1.0, 8.0)))
+    boulders = float(ov.get('boulders', rng.uniform(1.5, 9.0)))
     if 'rocks' in ov:
         arr = np.asarray(ov['rocks'], dtype=np.float64).reshape(-1, 3)
         rx, ry, rd = arr[:, 0], arr[:, 1], arr[:, 2]
@@ -1027,7 +1027,8 @@ def _render_one(args):
 def render_dataset(out_dir, n, seed, width=720, height=480, device='auto', start_index=0,
                    progress=True, workers='auto'):
     """Render images start_index .. start_index + n - 1 of data set `seed` into out_dir (Kaggle
-    layout, see module doc) and return the path of meta.csv.
+    layout, see module doc). Returns {'n', 'out', 'meta', 'seconds', 'images_per_s', 'device',
+    'workers'}.
 
     Rows of an existing meta.csv for other indices are kept, so a set can be rendered in chunks.
     meta.csv is (re)written only when all n images are done (temporary file + rename); PNGs are
@@ -1044,6 +1045,8 @@ def render_dataset(out_dir, n, seed, width=720, height=480, device='auto', start
     workers = max(1, min(int(workers), n)) if n > 0 else 1
     jobs = [(str(out), int(seed), i, int(width), int(height), str(dev))
             for i in range(start_index, start_index + n)]
+    import time
+    t_start = time.time()
     bar = tqdm(total=n, desc=f'lunar render {width}x{height} ({dev.type})', unit='img',
                disable=not progress)
     rows = []
@@ -1075,4 +1078,6 @@ def render_dataset(out_dir, n, seed, width=720, height=480, device='auto', start
         wr.writeheader()
         wr.writerows(allrows)
     os.replace(tmp, meta_path)
-    return meta_path
+    seconds = time.time() - t_start
+    return {'n': n, 'out': str(out), 'meta': str(meta_path), 'seconds': round(seconds, 2),
+            'images_per_s': round(n / max(seconds, 1e-9), 3), 'device': dev.type, 'workers': workers}

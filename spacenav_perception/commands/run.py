@@ -14,6 +14,9 @@ def register(subparsers) -> None:
     parser.add_argument('--exit-when-done', action='store_true',
                         help='exit when a node signals that it is done (e.g. the replay node '
                              'at the end of its bag)')
+    parser.add_argument('--bag', metavar='PATH',
+                        help='shorthand for bag:=PATH (graphs with a bag argument, e.g. '
+                             '--config replay)')
     parser.add_argument('--list-arguments', action='store_true',
                         help='print the graph arguments with defaults and descriptions, then exit')
     parser.add_argument('arguments', nargs='*', metavar='name:=value',
@@ -29,6 +32,10 @@ def run(args) -> int:
     try:
         graph = load_graph(args.config)
         overrides = parse_overrides(args.arguments)
+        if args.bag is not None:
+            if 'bag' not in graph.arguments:
+                raise GraphConfigError(f'--bag: graph {args.config} has no bag argument')
+            overrides['bag'] = args.bag
     except GraphConfigError as exc:
         print(f'spacenav run: error: {exc}', file=sys.stderr)
         return 2

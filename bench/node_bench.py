@@ -335,6 +335,7 @@ def run_node_bench(cfg: NodeBenchConfig, model_files: dict, predictor_p50: dict,
                 procs.append(pt)
                 tg = NodeProcess(target, f'bench_{target}_{tag}',
                                  {'image_topic': tg_topic, 'model_path': model_path,
+                                  'engine': engine_name,   # this file, not engine auto
                                   'device': cfg.device, 'precision': 'auto', **extra,
                                   **qos_params}, log_dir)
                 procs.append(tg)

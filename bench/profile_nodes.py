@@ -37,7 +37,9 @@ def profile_node(name: str, model_path, frames, encoding: str, n: int, top: int)
     params = [Parameter('image_topic', value=f'/bench_profile_{os.getpid()}/image'),
               Parameter('device', value='cpu')]
     if model_path:
+        from spacenav_perception.core.engine import engine_of
         params.append(Parameter('model_path', value=str(model_path)))
+        params.append(Parameter('engine', value=engine_of(model_path)))   # this file
     if name == 'centroid_node':
         params.append(Parameter('min_confidence', value=0.0))
     if name == 'passthrough_node':

@@ -5,7 +5,9 @@ import shutil
 import pytest
 import torch
 
-from spacenav_perception.core.engine import (DeviceUnavailableError, InferenceEngine,
+from spacenav_perception.core import engine as engine_module
+from spacenav_perception.core.engine import (ENGINE_PREFERENCE, SUFFIX_OF_ENGINE,
+                                             DeviceUnavailableError, InferenceEngine,
                                              resolve_device, resolve_precision)
 from spacenav_perception.core.manifest import (ModelIntegrityError, load_manifest,
                                                manifest_path_for, sha256_file, write_manifest)
@@ -181,3 +183,86 @@ def test_gpu_onnx_output_on_cuda(models):
     engine = InferenceEngine(models['centroid'].with_suffix('.onnx'), device='cuda')
     out = engine(torch.rand(1, 1, H, W, device='cuda'))
     assert out.device.type == 'cuda' and out.dtype == torch.float32
+
+
+# ---------------------------------------------------------------- engine selection
+@pytest.fixture
+def partial_models(tmp_path):
+    """A fresh export of the reference centroid model in all three formats (files removable)."""
+    return export_reference_model('centroid', tmp_path, H, W, formats=('ts', 'pt2', 'onnx'))
+
+
+def test_default_engine_is_the_given_file(models):
+    for suffix, name in [('.ts', 'torchscript'), ('.pt2', 'export'), ('.onnx', 'onnxruntime')]:
+        engine = InferenceEngine(models['centroid'].with_suffix(suffix), device='cpu')
+        assert engine.engine == name and engine.model_path.suffix == suffix
+
+
+@pytest.mark.parametrize('name,suffix', [('torchscript', '.ts'), ('export', '.pt2'),
+                                         ('onnxruntime', '.onnx')])
+def test_explicit_engine_loads_that_sibling(models, name, suffix):
+    engine = InferenceEngine(models['centroid'], device='cpu', engine=name)
+    assert engine.engine == name
+    assert engine.model_path == models['centroid'].with_suffix(suffix)
+    assert engine.sha256 == sha256_file(engine.model_path)
+
+
+def test_auto_follows_the_preference_table(partial_models):
+    order = ENGINE_PREFERENCE['cpu']
+    assert set(order) == {'torchscript', 'export', 'onnxruntime'}
+    given = partial_models.with_suffix('.pt2')
+    for step in range(len(order)):
+        engine = InferenceEngine(given, device='cpu', engine='auto')
+        assert engine.engine == order[step], (step, engine)
+        engine.model_path.unlink()         # the next preference must be taken now
+        if engine.model_path == given:
+            break
+
+
+def test_auto_skips_onnx_without_onnxruntime(partial_models, monkeypatch):
+    monkeypatch.setattr(engine_module, 'onnxruntime_available', lambda: False)
+    engine = InferenceEngine(partial_models, device='cpu', engine='auto')
+    expected = next(e for e in ENGINE_PREFERENCE['cpu'] if e != 'onnxruntime')
+    assert engine.engine == expected
+
+
+def test_auto_skips_a_sibling_that_fails_verification(partial_models):
+    first = partial_models.with_suffix(SUFFIX_OF_ENGINE[ENGINE_PREFERENCE['cpu'][0]])
+    with open(first, 'ab') as handle:
+        handle.write(b'tampered')
+    messages = []
+    engine = InferenceEngine(partial_models, device='cpu', engine='auto', log=messages.append)
+    assert engine.model_path != first
+    assert any('sha256' in m and str(first) in m for m in messages)
+
+
+def test_explicit_engine_with_missing_file(partial_models):
+    onnx = partial_models.with_suffix('.onnx')
+    onnx.unlink()
+    with pytest.raises(ModelIntegrityError) as info:
+        InferenceEngine(partial_models, device='cpu', engine='onnxruntime')
+    message = str(info.value)
+    assert str(onnx) in message and 'does not exist' in message
+    assert 'python -m spacenav_perception.nets.reference centroid' in message   # the fix
+
+
+def test_engine_and_threads_validation(models):
+    with pytest.raises(ValueError, match='unknown engine'):
+        InferenceEngine(models['centroid'], device='cpu', engine='tensorrt')
+    with pytest.raises(ValueError, match='num_threads'):
+        InferenceEngine(models['centroid'], device='cpu', num_threads=-1)
+
+
+def test_num_threads_sets_torch_and_onnxruntime(models):
+    before = torch.get_num_threads()
+    try:
+        x = torch.rand(1, 1, H, W)
+        ref = InferenceEngine(models['centroid'], device='cpu')(x)
+        for name in ('torchscript', 'onnxruntime'):
+            engine = InferenceEngine(models['centroid'], device='cpu', engine=name, num_threads=1)
+            assert torch.get_num_threads() == 1 and engine.num_threads == 1
+            torch.testing.assert_close(engine(x), ref, rtol=1e-5, atol=1e-5)
+        session = engine._session
+        assert session.get_session_options().intra_op_num_threads == 1
+    finally:
+        torch.set_num_threads(before)

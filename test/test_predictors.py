@@ -15,7 +15,7 @@ from spacenav_perception.core.image_codec import image_to_array
 from spacenav_perception.core.latency import LatencyWindow
 from spacenav_perception.core.manifest import InputSpec, ModelManifest
 from spacenav_perception.core.preprocess import Preprocessor
-from spacenav_perception.core.safe_site import largest_safe_disc
+from spacenav_perception.core.safe_site import SafeSiteFinder, largest_safe_disc, scale_site
 from spacenav_perception.core.segmentation_predictor import SegmentationPredictor
 from spacenav_perception.nets.reference import expected_classes, export_reference_model
 
@@ -136,8 +136,17 @@ def test_segmentation_matches_thresholds(seg_engine, encoding):
     assert result.classes.dtype == np.uint8 and result.classes.shape == (H, W)
     np.testing.assert_array_equal(result.classes, expected)
     np.testing.assert_array_equal(result.hazard, np.where(np.isin(expected, (1, 2)), 255, 0))
-    assert result.safe_site == largest_safe_disc(expected, (1, 2))
+    # The safe site is found on the model-resolution class map and scaled to input pixels
+    # (s = 2): hazard-free at full resolution and near the full-resolution optimum.
+    small_site = largest_safe_disc(expected_classes(small / 255.0), (1, 2))
+    assert result.safe_site == scale_site(small_site, 2.0, 2.0)
     assert result.safe_site is not None
+    x, y, r = result.safe_site
+    assert clearance(expected, x, y) >= r - 2 / np.sqrt(2) - 1e-9
+    assert abs(r - brute_force_disc(expected, (1, 2))) <= 2 * np.sqrt(2) + 1e-9
+    no_classes = SegmentationPredictor(seg_engine).predict(image, encoding, classes=False)
+    assert no_classes.classes is None
+    np.testing.assert_array_equal(no_classes.hazard, result.hazard)
     off = SegmentationPredictor(seg_engine, compute_safe_site=False).predict(image, encoding)
     assert off.safe_site is None
 
@@ -180,6 +189,39 @@ def brute_force_disc(classes, hazard_classes, ground=0):
         if best is None or r > best:
             best = r
     return best
+
+
+def clearance(classes, x, y):
+    """Distance from the point (x, y) to the nearest unsafe pixel centre or outside pixel."""
+    h, w = classes.shape
+    unsafe = np.ones((h + 2, w + 2), bool)
+    unsafe[1:-1, 1:-1] = classes != 0
+    rows, cols = np.nonzero(unsafe)
+    return float(np.sqrt((cols - 1 - x) ** 2 + (rows - 1 - y) ** 2).min())
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10 ** 6), h=st.integers(2, 10), w=st.integers(2, 10),
+       s=st.sampled_from([1.0, 2.0, 3.0, 1.5]))
+def test_scaled_safe_site_is_safe_at_full_resolution(seed, h, w, s):
+    small = np.random.default_rng(seed).choice([0, 0, 0, 0, 1, 2], (h, w)).astype(np.uint8)
+    big_h, big_w = int(round(h * s)), int(round(w * s))
+    full = cv2.resize(small, (big_w, big_h), interpolation=cv2.INTER_NEAREST_EXACT)
+    site = scale_site(largest_safe_disc(small), big_w / w, big_h / h)
+    best = brute_force_disc(full, (1, 2))
+    if best is None:
+        assert site is None
+        return
+    x, y, r = site
+    assert clearance(full, x, y) >= r - s / np.sqrt(2) - 1e-9
+    assert abs(r - best) <= np.sqrt(2) * s + 1e-9
+
+
+def test_safe_site_finder_reuses_buffers_across_shapes():
+    finder = SafeSiteFinder((1, 2))
+    for seed, shape in [(1, (7, 9)), (2, (7, 9)), (3, (4, 11)), (4, (7, 9))]:
+        classes = np.random.default_rng(seed).choice([0, 0, 1, 3], shape).astype(np.uint8)
+        assert finder(classes) == largest_safe_disc(classes, (1, 2))
 
 
 def test_safe_site_constructed_masks():

@@ -44,20 +44,21 @@ class CentroidPredictor:
         self.output = manifest.output
         self.preprocess = Preprocessor(manifest, engine.device)
         self._needed = 3 if self.output == 'xy_norm_logit' else 2
+        self._in_width, self._in_height = manifest.input.width, manifest.input.height
 
     def predict(self, image: np.ndarray, encoding: str = 'mono8') -> CentroidResult:
         height, width = image.shape[:2]
         out = self.engine(self.preprocess(image, encoding))
-        values = out.reshape(-1).cpu().numpy().astype(np.float64)
-        if values.size < self._needed:
-            raise RuntimeError(f'{self.engine.model_path} returned {values.size} value(s); '
+        flat = out.reshape(-1)
+        if flat.numel() < self._needed:
+            raise RuntimeError(f'{self.engine.model_path} returned {flat.numel()} value(s); '
                                f'output {self.output!r} needs {self._needed}')
+        values = flat[:self._needed].tolist()   # Python floats (exact), one device sync
         if self.output == 'xy_norm_logit':
-            u, v, logit = values[:3]
-            confidence = sigmoid(float(logit))
-            return CentroidResult(float(u * width - 0.5), float(v * height - 0.5), confidence,
+            u, v, logit = values
+            confidence = sigmoid(logit)
+            return CentroidResult(u * width - 0.5, v * height - 0.5, confidence,
                                   confidence >= self.min_confidence)
-        spec = self.engine.manifest.input
-        x_in, y_in = values[:2]
-        return CentroidResult(float(x_in * width / spec.width), float(y_in * height / spec.height),
+        x_in, y_in = values
+        return CentroidResult(x_in * width / self._in_width, y_in * height / self._in_height,
                               1.0, True)

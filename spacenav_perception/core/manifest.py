@@ -174,6 +174,14 @@ def load_manifest(model_path, expected_task: str | None = None, *,
     return manifest
 
 
+def peek_manifest(model_path) -> dict | None:
+    """The raw manifest dict of `model_path` WITHOUT any verification (None if unreadable).
+
+    Only for choosing among a model's exported files or finding its export command; anything
+    that is then loaded goes through load_manifest."""
+    return _peek(manifest_path_for(model_path))
+
+
 def _peek(mpath: Path) -> dict | None:
     try:
         data = json.loads(mpath.read_text(encoding='utf-8'))

@@ -7,7 +7,8 @@ Publishes:   /centroid          geometry_msgs/PointStamped  x, y = centroid in f
                                 in-view score); header = the image's (stamp, frame_id)
              /centroid/bearing  geometry_msgs/Vector3Stamped unit line of sight in the camera
                                 optical frame (z forward), once a CameraInfo has arrived
-             /centroid/debug    sensor_msgs/Image rgb8 with the estimate drawn (publish_debug)
+             /centroid/debug    sensor_msgs/Image rgb8 with the estimate drawn (publish_debug;
+                                drawn only while the topic has a subscriber)
              /diagnostics       counters, latency, device, model (node_health)
 A frame whose target is not in view (confidence < min_confidence) publishes nothing and counts
 as no_target.
@@ -94,7 +95,7 @@ class CentroidNode(ImageNode):
             vec.header = msg.header
             vec.vector.x, vec.vector.y, vec.vector.z = (float(v) for v in los)
             self.bearing_pub.publish(vec)
-        if self.debug_pub is not None:
+        if self.debug_pub is not None and self.debug_pub.get_subscription_count() > 0:
             self.debug_pub.publish(make_image(msg.header, draw_estimate(image, encoding, result),
                                               'rgb8'))
         return True

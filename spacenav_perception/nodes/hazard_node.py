@@ -10,6 +10,9 @@ Publishes (all with the image's header, at the image's resolution):
                                   hazard-free ground disc (input pixels), z = its radius (px);
                                   only when one exists (publish_safe_site)
              /diagnostics         counters, latency, device, model (node_health)
+/hazard_mask is published for every frame. /segmentation, /segmentation/color and /safe_site are
+published only while they have subscribers (get_subscription_count() > 0), and the
+full-resolution class map and the safe site are only computed when a subscriber wants them.
 """
 import numpy as np
 from geometry_msgs.msg import PointStamped
@@ -55,13 +58,19 @@ class HazardNode(ImageNode):
         self.start()
 
     def process_frame(self, msg, image) -> bool:
-        result = self.predictor.predict(image, msg.encoding)
+        want_classes = self.segmentation_pub.get_subscription_count() > 0
+        want_color = self.color_pub is not None and self.color_pub.get_subscription_count() > 0
+        want_site = (self.safe_site_pub is not None and
+                     self.safe_site_pub.get_subscription_count() > 0)
+        result = self.predictor.predict(image, msg.encoding,
+                                        classes=want_classes or want_color, safe_site=want_site)
         header = msg.header
         self.hazard_pub.publish(make_image(header, result.hazard, 'mono8'))
-        self.segmentation_pub.publish(make_image(header, result.classes, 'mono8'))
-        if self.color_pub is not None:
+        if want_classes:
+            self.segmentation_pub.publish(make_image(header, result.classes, 'mono8'))
+        if want_color:
             self.color_pub.publish(make_image(header, PALETTE[result.classes], 'rgb8'))
-        if self.safe_site_pub is not None and result.safe_site is not None:
+        if want_site and result.safe_site is not None:
             x, y, radius = result.safe_site
             out = PointStamped()
             out.header = header

@@ -57,7 +57,8 @@ class ImageNode(Node):
 
     # ------------------------------------------------------------------ for subclasses
     def load_model(self, task: str, packaged_name: str):
-        """Declare model_path / device / strict_device / precision and load the engine.
+        """Declare model_path / engine / device / strict_device / precision / num_threads and
+        load the engine.
 
         Raises core.manifest.ModelIntegrityError / core.engine.DeviceUnavailableError (start-up
         errors: the node's main() reports them in one line and exits non-zero).
@@ -76,19 +77,33 @@ class ImageNode(Node):
         precision = declare(self, 'precision', 'auto',
                             'Inference precision: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, '
                             'bf16 (half precision only on CUDA)')
+        engine_name = declare(self, 'engine', 'auto',
+                              'Inference engine: auto (the fastest format present beside '
+                              'model_path for the device, core/engine.py ENGINE_PREFERENCE), '
+                              'torchscript (.ts), export (.pt2), onnxruntime (.onnx); an '
+                              'explicit engine loads that sibling of model_path')
+        num_threads = declare(self, 'num_threads', 0,
+                              'Intra-op CPU threads for inference: 0 = library default (one per '
+                              'core); N sets torch.set_num_threads(N) for this whole process '
+                              'and ONNX Runtime intra_op_num_threads. 1 is much faster when the '
+                              'cores are shared (several nodes or other work on a small CPU)')
         path = model_path or str(packaged_model_path(packaged_name))
         try:
             engine = InferenceEngine(path, device=str(device), precision=str(precision),
                                      strict_device=bool(strict_device), expected_task=task,
-                                     log=self.get_logger().warning)
-        except ValueError as exc:   # unknown device / precision names
+                                     log=self.get_logger().warning, engine=str(engine_name),
+                                     num_threads=int(num_threads))
+        except ValueError as exc:   # unknown device / precision / engine names, bad threads
             raise NodeConfigError(str(exc)) from exc
         self.health.info.update({'device': engine.device, 'engine': engine.engine,
+                                 'engine_request': str(engine_name),
+                                 'num_threads': int(num_threads),
                                  'precision': engine.precision, 'model': engine.manifest.name,
                                  'model_path': str(engine.model_path), 'sha256': engine.sha256})
         self.get_logger().info(f'model {engine.model_path} ({engine.manifest.name}, sha256 '
                                f'{engine.sha256[:12]}) on {engine.device} via {engine.engine}, '
-                               f'{engine.precision}')
+                               f'{engine.precision} (engine {engine_name!r}, num_threads '
+                               f'{num_threads})')
         return engine
 
     def process_frame(self, msg: Image, image) -> bool:

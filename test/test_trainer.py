@@ -56,7 +56,10 @@ def test_thesis_recipe_labels_are_input_pixels(tmp_path):
 def test_segmentation_training_writes_iou_curve(tmp_path):
     tr = make_lunar_set(tmp_path / 'tr', n=4)
     out = tmp_path / 'run'
-    task = SegmentationTask(tr, tr, 'hazardnet', input_hw=(32, 64))
+    task = SegmentationTask(tr, tr, 'hazardnet', input_hw=(32, 64), crop_hw=(32, 32))
+    train_ds, val_ds = task.datasets()
+    assert train_ds[0]['image'].shape == (3, 32, 32) and train_ds[0]['target'].shape == (32, 32)
+    assert val_ds[0]['image'].shape == (3, 32, 64)        # validation sees whole frames
     result = Trainer(task, TrainConfig(out=str(out), epochs=1, batch_size=2, threads=1)).fit()
     assert (out / 'iou.png').is_file() and (out / 'best.pt').is_file()
     rec = result['history'][-1]

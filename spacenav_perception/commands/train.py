@@ -61,6 +61,9 @@ def register(subparsers) -> None:
     s.add_argument('--masks', choices=('clean', 'ground'), default='clean')
     s.add_argument('--input-hw', type=int, nargs=2, default=None, metavar=('H', 'W'),
                    help='model input height width (default 240 352)')
+    s.add_argument('--crop-hw', type=int, nargs=2, default=None, metavar=('H', 'W'),
+                   help='train on random crops of this size taken from the resized frames '
+                        '(cheaper steps; validation always sees whole frames)')
     s.set_defaults(func=run_segmentation)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
@@ -97,5 +100,5 @@ def run_centroid(args) -> int:
 def run_segmentation(args) -> int:
     from spacenav_perception.training.segmentation_task import SegmentationTask, arch_defaults
     task = SegmentationTask(args.data, args.val, args.arch, args.masks, args.input_hw,
-                            args.seed, args.limit)
+                            args.seed, args.limit, args.crop_hw)
     return _run(task, _config(args, arch_defaults(args.arch)))

@@ -108,9 +108,11 @@ def load_segmentation_set(root, hw, masks='clean', desc='load', limit=0):
 
 
 class SegmentationDataset(Dataset):
-    def __init__(self, root, hw, masks='clean', train=False, augment=True, seed=0, limit=0):
+    def __init__(self, root, hw, masks='clean', train=False, augment=True, seed=0, limit=0,
+                 crop_hw=None):
         self.images, self.labels = load_segmentation_set(root, hw, masks,
                                                          'train' if train else 'val', limit)
+        self.crop_hw = tuple(crop_hw) if (crop_hw and train) else None
         self.train, self.augment, self.seed, self.epoch = train, augment and train, seed, 0
         self.mean = np.asarray(MEAN, np.float32)[:, None, None]
         self.std = np.asarray(STD, np.float32)[:, None, None]
@@ -126,6 +128,11 @@ class SegmentationDataset(Dataset):
         lab = self.labels[i]
         if self.augment:
             rng = np.random.default_rng([self.seed, self.epoch, i, torch.initial_seed() % 2 ** 31])
+            if self.crop_hw:   # random crop at the model's scale (fully convolutional training)
+                ch, cw = self.crop_hw
+                y0 = int(rng.integers(0, img.shape[0] - ch + 1))
+                x0 = int(rng.integers(0, img.shape[1] - cw + 1))
+                img, lab = img[y0:y0 + ch, x0:x0 + cw], lab[y0:y0 + ch, x0:x0 + cw]
             if rng.random() < 0.5:
                 img, lab = img[:, ::-1], lab[:, ::-1]
             img = img * rng.uniform(0.7, 1.3) + rng.uniform(-0.08, 0.08)
@@ -167,7 +174,8 @@ class SegmentationTask:
     metric_mode = 'max'
 
     def __init__(self, data, val, arch='hazardnet', masks='clean', input_hw=None, seed=0,
-                 limit=0):
+                 limit=0, crop_hw=None):
+        self.crop_hw = tuple(crop_hw) if crop_hw else None
         if arch not in ARCHS:
             raise ValueError(f'unknown segmentation arch {arch!r} (known: {", ".join(ARCHS)})')
         self.data, self.val, self.arch, self.masks = data, val, arch, masks
@@ -180,7 +188,7 @@ class SegmentationTask:
 
     def datasets(self):
         tr = SegmentationDataset(self.data, self.input_hw, self.masks, True, True, self.seed,
-                                 self.limit)
+                                 self.limit, self.crop_hw)
         va = SegmentationDataset(self.val, self.input_hw, self.masks, False, limit=self.limit)
         self.n_train, self.n_val = len(tr), len(va)
         return tr, va
@@ -191,7 +199,7 @@ class SegmentationTask:
                           'mean': MEAN, 'std': STD},
                 'output': 'logits_nchw', 'class_names': CLASS_NAMES, 'masks': self.masks,
                 'data': str(self.data), 'val': str(self.val), 'n_train': self.n_train,
-                'n_val': self.n_val,
+                'n_val': self.n_val, 'train_crop_hw': list(self.crop_hw) if self.crop_hw else None,
                 'loss': 'cross-entropy' if self.arch == 'unet' else 'cross-entropy + dice'}
 
     def optimizer(self, model, cfg):

@@ -116,26 +116,42 @@ def spin_until_stopped(nodes: List, *, exit_when_done: bool = False,
     return 0
 
 
-def run_node(node_class, args: Optional[List[str]] = None) -> int:
-    """main() of a node console script: `node_name [--ros-args -p name:=value ...]`."""
+def _init_rclpy(argv) -> None:
     ensure_local_dds()
     import rclpy
     from rclpy.signals import SignalHandlerOptions
-
-    argv = sys.argv if args is None else args
     rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+
+
+def _construct(factory, log_name: str):
+    """Build the nodes (rclpy initialised); a start-up error -> (None, exit code) after one
+    clear log line, Ctrl-C during start-up -> (None, 0)."""
+    import rclpy
     try:
-        node = node_class()
+        return factory(), None
     except BaseException as exc:
         message = startup_error_message(exc)
         rclpy.try_shutdown()
         if message is None:
             if isinstance(exc, KeyboardInterrupt):
-                return 0
+                return None, 0
             raise
-        _log_error(getattr(node_class, 'DEFAULT_NAME', node_class.__name__), message)
-        return EXIT_STARTUP_ERROR
-    return spin_until_stopped([node], multi_threaded=False)
+        _log_error(log_name, message)
+        return None, EXIT_STARTUP_ERROR
+
+
+def run_node(node_class, args: Optional[List[str]] = None, *,
+             exit_when_done: bool = False) -> int:
+    """main() of a node console script: `node_name [--ros-args -p name:=value ...]`.
+
+    exit_when_done: return once the node sets its `done` event (the replay node).
+    """
+    _init_rclpy(sys.argv if args is None else args)
+    node, code = _construct(node_class,
+                            getattr(node_class, 'DEFAULT_NAME', node_class.__name__))
+    if node is None:
+        return code
+    return spin_until_stopped([node], exit_when_done=exit_when_done, multi_threaded=False)
 
 
 def create_graph_nodes(entries: Iterable) -> List:
@@ -166,21 +182,10 @@ def run_graph(config, overrides=None, *, exit_when_done: bool = False) -> int:
     if not entries:
         print('spacenav run: error: no node is enabled', file=sys.stderr)
         return EXIT_STARTUP_ERROR
-    ensure_local_dds()
-    import rclpy
-    from rclpy.signals import SignalHandlerOptions
-    rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO)
-    try:
-        nodes = create_graph_nodes(entries)
-    except BaseException as exc:
-        message = startup_error_message(exc)
-        rclpy.try_shutdown()
-        if message is None:
-            if isinstance(exc, KeyboardInterrupt):
-                return 0
-            raise
-        _log_error('spacenav_run', message)
-        return EXIT_STARTUP_ERROR
+    _init_rclpy([])
+    nodes, code = _construct(lambda: create_graph_nodes(entries), 'spacenav_run')
+    if nodes is None:
+        return code
     names = ', '.join(node.get_name() for node in nodes)
     nodes[0].get_logger().info(f'spacenav run: started {names}')
     return spin_until_stopped(nodes, exit_when_done=exit_when_done, multi_threaded=True)

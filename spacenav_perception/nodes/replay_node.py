@@ -81,8 +81,9 @@ PARAMETERS = (
 
 class ReplayNode(Node):
     """Publishes frames of a bag / dataset folder; `done` is set when the replay has ended."""
+    DEFAULT_NAME = 'replay_node'
 
-    def __init__(self, node_name: str = 'replay_node', **kwargs):
+    def __init__(self, node_name: str = DEFAULT_NAME, **kwargs):
         super().__init__(node_name, **kwargs)
         self.done = threading.Event()
         p = {name: declare(self, name, default, description)
@@ -372,27 +373,8 @@ class ReplayNode(Node):
 
 def main(args=None):
     """Console script: replay, then exit once the replay has ended (unless looping)."""
-    import sys
-    from rclpy.signals import SignalHandlerOptions
-
-    from spacenav_perception.graph.runner import (EXIT_STARTUP_ERROR, spin_until_stopped,
-                                                  startup_error_message)
-    from spacenav_perception.ros_env import ensure_local_dds
-    ensure_local_dds()
-    rclpy.init(args=sys.argv if args is None else args,
-               signal_handler_options=SignalHandlerOptions.NO)
-    try:
-        node = ReplayNode()
-    except BaseException as exc:
-        message = startup_error_message(exc)
-        rclpy.try_shutdown()
-        if message is None:
-            if isinstance(exc, KeyboardInterrupt):
-                return 0
-            raise
-        rclpy.logging.get_logger('replay_node').error(message)
-        return EXIT_STARTUP_ERROR
-    return spin_until_stopped([node], exit_when_done=True, multi_threaded=False)
+    from spacenav_perception.graph.runner import run_node
+    return run_node(ReplayNode, args, exit_when_done=True)
 
 
 if __name__ == '__main__':

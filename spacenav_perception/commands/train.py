@@ -21,6 +21,9 @@ def _common(p, defaults_note: str) -> None:
     p.add_argument('--workers', type=int, default=0, help='DataLoader worker processes')
     p.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: default)')
     p.add_argument('--resume', action='store_true', help='continue from OUT/last.pt')
+    p.add_argument('--init', default='', metavar='CKPT',
+                   help='start from the weights of this checkpoint (fresh optimiser and schedule; '
+                        'fine-tuning / warm restart)')
     p.add_argument('--amp', action='store_true', help='mixed precision (CUDA only)')
     p.add_argument('--overlay-every', type=int, default=5,
                    help='write a validation overlay PNG every N epochs')
@@ -76,7 +79,7 @@ def _config(args, defaults: dict):
         lr=pick(args.lr, 'lr'), weight_decay=pick(args.weight_decay, 'weight_decay'),
         seed=args.seed, device=args.device, workers=args.workers, resume=args.resume,
         amp=args.amp, overlay_every=args.overlay_every, threads=args.threads,
-        max_steps_per_epoch=args.max_steps_per_epoch,
+        max_steps_per_epoch=args.max_steps_per_epoch, init=args.init,
         command='spacenav ' + ' '.join(shlex.quote(a) for a in sys.argv[1:]))
 
 

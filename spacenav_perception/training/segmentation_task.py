@@ -191,6 +191,12 @@ class SegmentationTask:
                                  self.limit, self.crop_hw)
         va = SegmentationDataset(self.val, self.input_hw, self.masks, False, limit=self.limit)
         self.n_train, self.n_val = len(tr), len(va)
+        if self.arch != 'unet':
+            # CE class weights sqrt(median frequency balancing): rare rock pixels count more
+            freq = np.bincount(tr.labels.reshape(-1), minlength=NUM_CLASSES).astype(np.float64)
+            freq = np.maximum(freq / freq.sum(), 1e-6)
+            w = np.sqrt(np.median(freq) / freq)
+            self.class_weights = torch.tensor(w / w.mean(), dtype=torch.float32)
         return tr, va
 
     def config(self):
@@ -200,7 +206,9 @@ class SegmentationTask:
                 'output': 'logits_nchw', 'class_names': CLASS_NAMES, 'masks': self.masks,
                 'data': str(self.data), 'val': str(self.val), 'n_train': self.n_train,
                 'n_val': self.n_val, 'train_crop_hw': list(self.crop_hw) if self.crop_hw else None,
-                'loss': 'cross-entropy' if self.arch == 'unet' else 'cross-entropy + dice'}
+                'loss': 'cross-entropy' if self.arch == 'unet' else
+                        'class-weighted cross-entropy + dice',
+                'class_weights': [round(float(v), 4) for v in getattr(self, 'class_weights', [])]}
 
     def optimizer(self, model, cfg):
         if self.arch == 'unet':
@@ -215,9 +223,12 @@ class SegmentationTask:
         return opt, sched
 
     def loss(self, outputs, batch):
-        ce = F.cross_entropy(outputs, batch['target'])
         if self.arch == 'unet':
+            ce = F.cross_entropy(outputs, batch['target'])
             return ce, {'ce': float(ce.detach())}
+        weight = getattr(self, 'class_weights', None)
+        ce = F.cross_entropy(outputs, batch['target'],
+                             weight=None if weight is None else weight.to(outputs.device))
         d = dice_loss(outputs, batch['target'])
         return ce + d, {'ce': float(ce.detach()), 'dice': float(d.detach())}
 

@@ -54,6 +54,7 @@ class TrainConfig:
     overlay_every: int = 5
     max_steps_per_epoch: int = 0     # 0: the whole epoch (tests use small values)
     threads: int = 0                 # torch CPU threads, 0: torch default
+    init: str = ''                   # start from these weights (a checkpoint's model state)
     command: str = ''
     extra: dict = field(default_factory=dict)
 
@@ -144,6 +145,7 @@ class Trainer:
             'weight_decay': self.cfg.weight_decay, 'seed': self.cfg.seed,
             'world_size': self.world, 'device': self._device_desc(),
             'command': self.cfg.command, 'seconds': round(seconds, 1), 'metrics': metrics,
+            'init': self.cfg.init or None,
         })
         c.update(self.cfg.extra)
         return c
@@ -161,7 +163,12 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / 'overlays').mkdir(exist_ok=True)
         train_ds, val_ds = task.datasets()
-        model = task.build_model().to(self.device)
+        model = task.build_model()
+        if cfg.init:
+            ck = load_checkpoint(cfg.init)
+            model.load_state_dict(ck['model'] if 'model' in ck else ck)
+            self._log(f'initialised weights from {cfg.init}')
+        model = model.to(self.device)
         optimizer, scheduler = task.optimizer(model, cfg)
 
         start_epoch, best, history, seconds_before = 0, None, [], 0.0

@@ -139,7 +139,8 @@ def export_checkpoint(checkpoint, out, formats=('ts', 'pt2', 'onnx'), export_com
                 'batch_size': config.get('batch_size'), 'lr': config.get('lr'),
                 'seed': config.get('seed'), 'data': config.get('data'), 'val': config.get('val'),
                 'n_train': config.get('n_train'), 'n_val': config.get('n_val'),
-                'loss': config.get('loss'), 'checkpoint': str(checkpoint)}
+                'loss': config.get('loss'), 'checkpoint': str(checkpoint),
+                'init': config.get('init')}
     if 'masks' in config:
         training['masks'] = config['masks']
     if export_command is None:

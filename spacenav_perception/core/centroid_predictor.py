@@ -46,6 +46,15 @@ class CentroidPredictor:
         self._needed = 3 if self.output == 'xy_norm_logit' else 2
         self._in_width, self._in_height = manifest.input.width, manifest.input.height
 
+    def warmup(self, runs: int = 3) -> None:
+        """Run the whole predictor (pre-processing, model, post-processing) on blank frames of
+        the model's input size, so that the first real frame does not pay for lazy
+        initialisation (allocator growth, first-call code paths). Call once at start-up."""
+        spec = self.engine.manifest.input
+        blank = np.zeros((spec.height, spec.width), np.uint8)
+        for _ in range(runs):
+            self.predict(blank, 'mono8')
+
     def predict(self, image: np.ndarray, encoding: str = 'mono8') -> CentroidResult:
         height, width = image.shape[:2]
         out = self.engine(self.preprocess(image, encoding))

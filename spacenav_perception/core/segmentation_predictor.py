@@ -57,6 +57,15 @@ class SegmentationPredictor:
         self._safe_site = SafeSiteFinder(self.hazard_classes, self.ground_class)
         self._argmax_shape = None
 
+    def warmup(self, runs: int = 3) -> None:
+        """Run the whole predictor (pre-processing, model, post-processing) on blank frames of
+        the model's input size, so that the first real frame does not pay for lazy
+        initialisation (allocator growth, first-call code paths). Call once at start-up."""
+        spec = self.engine.manifest.input
+        blank = np.zeros((spec.height, spec.width, 3), np.uint8)
+        for _ in range(runs):
+            self.predict(blank, 'rgb8')
+
     def predict(self, image: np.ndarray, encoding: str = 'rgb8', *, classes: bool = True,
                 safe_site: bool | None = None) -> SegmentationResult:
         """classes=False: result.classes is None (saves one full-resolution resize);

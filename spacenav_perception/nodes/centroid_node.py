@@ -49,6 +49,7 @@ class CentroidNode(ImageNode):
             raise NodeConfigError(f'parameter min_confidence={min_confidence} must be in [0, 1]')
         engine = self.load_model('centroid', 'centroid')
         self.predictor = CentroidPredictor(engine, min_confidence=float(min_confidence))
+        self.predictor.warmup()
         self.centroid_pub = self.create_publisher(PointStamped, '/centroid', 10)
         self.bearing_pub = self.create_publisher(Vector3Stamped, '/centroid/bearing', 10)
         self.debug_pub = (self.create_publisher(Image, '/centroid/debug', self.output_qos)

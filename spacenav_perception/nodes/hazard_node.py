@@ -49,6 +49,7 @@ class HazardNode(ImageNode):
         engine = self.load_model('segmentation', 'hazard')
         self.predictor = SegmentationPredictor(engine, hazard_classes=classes,
                                                compute_safe_site=bool(self.publish_safe_site))
+        self.predictor.warmup()
         self.hazard_pub = self.create_publisher(Image, '/hazard_mask', self.output_qos)
         self.segmentation_pub = self.create_publisher(Image, '/segmentation', self.output_qos)
         self.color_pub = (self.create_publisher(Image, '/segmentation/color', self.output_qos)

@@ -39,9 +39,9 @@ class DemoConfig:
     out: Path = Path('demo_out')
     n_asteroid: int = 12
     n_lunar: int = 8
-    asteroid_size: int = 512
-    lunar_width: int = 360
-    lunar_height: int = 240
+    asteroid_size: int = 1024
+    lunar_width: int = 720
+    lunar_height: int = 480
     seed: int = 2024
     rate_hz: float = 4.0
     model_centroid: str = ''

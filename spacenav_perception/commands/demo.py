@@ -19,9 +19,9 @@ def register(subparsers) -> None:
     parser.add_argument('--out', default='demo_out', help='output folder')
     parser.add_argument('--quick', action='store_true',
                         help='fewer, smaller frames (at most 6 asteroid 256 px, 3 lunar 240x160)')
-    parser.add_argument('--asteroid-size', type=int, default=512,
+    parser.add_argument('--asteroid-size', type=int, default=1024,
                         help='asteroid image size in pixels (square)')
-    parser.add_argument('--lunar-size', default='360x240', help='lunar image WIDTHxHEIGHT')
+    parser.add_argument('--lunar-size', default='720x480', help='lunar image WIDTHxHEIGHT')
     parser.add_argument('--rate-hz', type=float, default=4.0,
                         help='replay rate; frames the nodes cannot keep up with are dropped '
                              'by them and count as missed')

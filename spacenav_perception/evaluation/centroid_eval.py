@@ -16,12 +16,12 @@ import math
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
 from .baselines import BASELINES
-from ..training.centroid_task import read_labels, read_meta
+from ..data.asteroid_dataset import read_image
+from ..training.centroid_task import read_dataset
 
 PHASE_BINS = (0, 30, 60, 90, 120, 180)
 
@@ -53,19 +53,15 @@ def evaluate_centroid(data, model=None, device='cpu', out=None, min_confidence=0
     engine = InferenceEngine(model, device=device, expected_task='centroid')
     predictor = CentroidPredictor(engine, min_confidence=min_confidence)
     data = Path(data)
-    rows = read_labels(data)
-    if limit:
-        rows = rows[:limit]
-    meta = read_meta(data)
+    records = read_dataset(data, limit)
     names, err, err_any, base_err, phase, latency = [], [], [], {k: [] for k in BASELINES}, [], []
     n_no_target = n_skipped = 0
-    for name, x, y in tqdm(rows, desc='eval centroid', disable=not progress):
-        img = cv2.imread(str(data / 'images' / name), cv2.IMREAD_UNCHANGED)
-        if img is None or not (math.isfinite(x) and math.isfinite(y)):
+    for rec in tqdm(records, desc='eval centroid', disable=not progress):
+        name, x, y = rec.name, rec.x, rec.y
+        img = read_image(rec.path)
+        if img is None:
             n_skipped += 1
             continue
-        if img.ndim == 3:
-            img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
         t0 = time.perf_counter()
         r = predictor.predict(img, _encoding(img))
         latency.append(time.perf_counter() - t0)
@@ -81,8 +77,8 @@ def evaluate_centroid(data, model=None, device='cpu', out=None, min_confidence=0
             base_err[k].append(math.hypot(bx - x, by - y))
         names.append(name)
         try:
-            phase.append(float(meta.get(name, {}).get('phase_deg', 'nan')))
-        except ValueError:
+            phase.append(float(rec.meta.get('phase_deg', 'nan')))
+        except (TypeError, ValueError):
             phase.append(math.nan)
     result = stats(err)
     result.update({

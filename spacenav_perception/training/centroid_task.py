@@ -14,9 +14,7 @@ as uint8.  Two architectures:
 
 Validation error is reported in full-resolution pixels of the validation set's own frames.
 """
-import csv
 import math
-import re
 from pathlib import Path
 
 import cv2
@@ -27,6 +25,8 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from . import plots
+from ..data.asteroid_dataset import read_image, read_index, to_unit_float
+from ..data.problems import DataProblems
 
 ARCHS = ('centroidnet', 'thesis')
 LOSS_PX_SCALE = 1024.0          # (u, v) errors are scaled to pixels of a 1024-px frame
@@ -50,87 +50,39 @@ def build_model(arch: str, input_size: int = None):
     raise ValueError(f'unknown centroid arch {arch!r} (known: {", ".join(ARCHS)})')
 
 
-def read_mono(path) -> np.ndarray:
-    """PNG -> (H, W) uint8/uint16 mono (colour is converted to luma)."""
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise ValueError(f'unreadable image {path}')
-    if img.ndim == 3:
-        code = cv2.COLOR_BGRA2GRAY if img.shape[2] == 4 else cv2.COLOR_BGR2GRAY
-        img = cv2.cvtColor(img, code)
-    return img
-
-
-def to_unit_float(img: np.ndarray) -> np.ndarray:
-    if img.dtype == np.uint8:
-        return img.astype(np.float32) / 255.0
-    if img.dtype == np.uint16:
-        return img.astype(np.float32) / 65535.0
-    return np.clip(img.astype(np.float32), 0.0, 1.0)
-
-
-_NUMBER = re.compile(r'^\s*(?:np\.float\d*\()?\s*([-+0-9.eEinfa]+)\s*\)?\s*$')
-
-
-def parse_coordinate(text) -> float:
-    """A label value; tolerates numpy reprs such as 'np.float64(12.5)'. Empty -> nan."""
-    if text is None or str(text).strip() == '':
-        return math.nan
-    m = _NUMBER.match(str(text))
-    if not m:
-        raise ValueError(f'bad coordinate {text!r}')
-    return float(m.group(1))
-
-
-def read_labels(root) -> list:
-    """[(image_name, x, y)] from DIR/labels.csv; rows that do not parse are skipped."""
-    rows = []
-    with open(Path(root) / 'labels.csv', newline='') as f:
-        for row in csv.DictReader(f):
-            try:
-                rows.append((row['image_name'], parse_coordinate(row.get('x_coordinate')),
-                             parse_coordinate(row.get('y_coordinate'))))
-            except (KeyError, ValueError):
-                continue
-    return rows
-
-
-def read_meta(root) -> dict:
-    path = Path(root) / 'meta.csv'
-    if not path.is_file():
-        return {}
-    with open(path, newline='') as f:
-        return {row['image_name']: row for row in csv.DictReader(f) if 'image_name' in row}
+def read_dataset(root, limit: int = 0) -> list:
+    """Records of a thesis-layout dataset through the project loader (data/asteroid_dataset.py):
+    missing images, malformed rows and labels outside the image are skipped and summarised."""
+    records, problems = read_index(root)
+    if problems:
+        print(problems.summary(limit=20))
+    return records[:limit] if limit else records
 
 
 def load_centroid_set(root, size: int, desc: str = 'load', limit: int = 0):
     """Images resized to size x size (uint8), labels as (u, v) over the extent, orig (W, H),
     in-view flags and names; unreadable images are skipped."""
     root = Path(root)
-    rows = read_labels(root)
-    if limit:
-        rows = rows[:limit]
-    meta = read_meta(root)
-    imgs, uv, wh, inview, names, skipped = [], [], [], [], [], 0
-    for name, x, y in tqdm(rows, desc=f'{desc} {root.name}', leave=False):
-        try:
-            img = read_mono(root / 'images' / name)
-        except ValueError:
-            skipped += 1
+    records = read_dataset(root, limit)
+    problems = DataProblems(source=str(root))
+    imgs, uv, wh, inview, names = [], [], [], [], []
+    for rec in tqdm(records, desc=f'{desc} {root.name}', leave=False):
+        img = read_image(rec.path, problems)
+        if img is None:
             continue
+        name, x, y, m = rec.name, rec.x, rec.y, rec.meta
         h, w = img.shape
         small = cv2.resize(to_unit_float(img), (size, size), interpolation=cv2.INTER_AREA)
         imgs.append(np.clip(np.rint(small * 255.0), 0, 255).astype(np.uint8))
-        vis = math.isfinite(x) and math.isfinite(y)
-        m = meta.get(name, {})
-        if str(m.get('in_view', '1')).strip().lower() in ('0', 'false', 'no'):
+        vis = True
+        if str(m.get('in_view', '1')).strip().lower() in ('0', '0.0', 'false', 'no'):
             vis = False
         uv.append(((x + 0.5) / w, (y + 0.5) / h) if vis else (0.5, 0.5))
         wh.append((w, h))
         inview.append(vis)
         names.append(name)
-    if skipped:
-        print(f'{root}: skipped {skipped} unreadable image(s)')
+    if problems:
+        print(problems.summary(limit=20))
     if not imgs:
         raise ValueError(f'{root}: no usable images (expected images/*.png and labels.csv)')
     return (np.stack(imgs), np.asarray(uv, np.float32), np.asarray(wh, np.float32),

@@ -8,12 +8,11 @@ import json
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..training.segmentation_task import (CLASS_NAMES, NUM_CLASSES, list_pairs, mask_to_classes,
-                                          read_rgb, scores)
+from ..training.segmentation_task import (CLASS_NAMES, NUM_CLASSES, list_samples, read_sample,
+                                          scores)
 
 
 def evaluate_segmentation(data, model=None, masks='clean', device='cpu', out=None, limit=0,
@@ -24,21 +23,17 @@ def evaluate_segmentation(data, model=None, masks='clean', device='cpu', out=Non
     model = Path(model) if model else packaged_model_path('hazard')
     engine = InferenceEngine(model, device=device, expected_task='segmentation')
     predictor = SegmentationPredictor(engine, compute_safe_site=False)
-    pairs = list_pairs(data, masks)
+    pairs = list_samples(data, masks)
     if limit:
         pairs = pairs[:limit]
     cm = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
     samples, latency, n = [], [], 0
     pick = set(np.linspace(0, len(pairs) - 1, min(n_overlays, len(pairs))).astype(int).tolist())
-    for i, (rp, mp) in enumerate(tqdm(pairs, desc='eval segmentation', disable=not progress)):
-        try:
-            img = read_rgb(rp)
-            m = cv2.imread(str(mp), cv2.IMREAD_COLOR)
-            if m is None:
-                continue
-        except ValueError:
+    for i, sample in enumerate(tqdm(pairs, desc='eval segmentation', disable=not progress)):
+        pair = read_sample(sample)
+        if pair is None:
             continue
-        truth = mask_to_classes(m)
+        img, truth = pair
         t0 = time.perf_counter()
         pred = predictor.predict(img, 'rgb8').classes
         latency.append(time.perf_counter() - t0)

@@ -11,7 +11,6 @@ masks (DIR/images/clean/cleanNNNN.png or ground/groundNNNN.png) are decoded to c
 Validation: a confusion matrix accumulated over the set at model-input resolution -> per-class
 IoU, mIoU (best checkpoint), pixel accuracy.
 """
-import re
 from pathlib import Path
 
 import cv2
@@ -22,6 +21,8 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from . import plots
+from ..data.lunar_dataset import classify_mask, find_samples, read_rgb
+from ..data.problems import DataProblems
 
 ARCHS = ('hazardnet', 'unet')
 CLASS_NAMES = ['ground', 'small_rock', 'large_rock', 'sky']
@@ -48,62 +49,42 @@ def build_model(arch: str):
     raise ValueError(f'unknown segmentation arch {arch!r} (known: {", ".join(ARCHS)})')
 
 
-def mask_to_classes(mask_bgr: np.ndarray, min_value: int = 128) -> np.ndarray:
-    """Kaggle colour mask (cv2 BGR order) -> uint8 class ids by dominant channel:
-    ground (dark), small rock (green), large rock (blue), sky (red)."""
-    if mask_bgr.ndim == 2:
-        mask_bgr = cv2.cvtColor(mask_bgr, cv2.COLOR_GRAY2BGR)
-    m = mask_bgr[..., :3]
-    b, g, r = m[..., 0], m[..., 1], m[..., 2]
-    out = np.zeros(m.shape[:2], np.uint8)
-    dom = m.argmax(axis=2)                     # 0 b, 1 g, 2 r
-    bright = m.max(axis=2) >= min_value
-    out[bright & (dom == 1)] = 1
-    out[bright & (dom == 0)] = 2
-    out[bright & (dom == 2)] = 3
-    return out
-
-
-def list_pairs(root, masks: str = 'clean'):
-    """[(render path, mask path)] for every render with a mask of the chosen kind."""
-    root = Path(root)
-    renders = sorted(p for p in (root / 'images' / 'render').glob('render*.png')
-                     if re.fullmatch(r'render\d+', p.stem))
-    pairs = []
-    for r in renders:
-        num = re.sub(r'^render', '', r.stem)
-        m = root / 'images' / masks / f'{masks}{num}.png'
-        if m.is_file():
-            pairs.append((r, m))
-    if not pairs:
+def list_samples(root, masks: str = 'clean') -> list:
+    """(image, mask) samples of a Kaggle-layout set through the project loader
+    (data/lunar_dataset.find_samples): missing masks / unreadable files are named and summarised."""
+    problems = DataProblems(source=str(root))
+    samples = find_samples(root, masks, problems=problems)
+    if problems:
+        print(problems.summary(limit=20))
+    if not samples:
         raise ValueError(f'{root}: no render/{masks} pairs (expected images/render/renderNNNN.png '
                          f'and images/{masks}/{masks}NNNN.png)')
-    return pairs
+    return samples
 
 
-def read_rgb(path) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ValueError(f'unreadable image {path}')
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+def read_sample(sample):
+    """(RGB uint8 image, class ids uint8) of one sample, or None when a file is unreadable;
+    mask pixels are classified by dominant channel (data/lunar_dataset.classify_mask)."""
+    img, mask = read_rgb(sample.image), read_rgb(sample.mask)
+    if img is None or mask is None:
+        return None
+    return img, classify_mask(mask)[0]
 
 
 def load_segmentation_set(root, hw, masks='clean', desc='load', limit=0):
-    pairs = list_pairs(root, masks)
+    samples = list_samples(root, masks)
     if limit:
-        pairs = pairs[:limit]
+        samples = samples[:limit]
     h, w = hw
     imgs, labels = [], []
-    for rp, mp in tqdm(pairs, desc=f'{desc} {Path(root).name}', leave=False):
-        try:
-            img = read_rgb(rp)
-            m = cv2.imread(str(mp), cv2.IMREAD_COLOR)
-            if m is None:
-                raise ValueError(mp)
-        except ValueError:
+    for sample in tqdm(samples, desc=f'{desc} {Path(root).name}', leave=False):
+        pair = read_sample(sample)
+        if pair is None:
+            print(f'skipped unreadable {sample.image} / {sample.mask}')
             continue
+        img, classes = pair
         imgs.append(cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA))
-        labels.append(cv2.resize(mask_to_classes(m), (w, h), interpolation=cv2.INTER_NEAREST))
+        labels.append(cv2.resize(classes, (w, h), interpolation=cv2.INTER_NEAREST_EXACT))
     return np.stack(imgs), np.stack(labels)
 
 

@@ -128,7 +128,32 @@ def gaussian_blur(image, sigma: float):
 
 
 @dataclass
-class Augmenter:
+class Photometric:
+    """Image-only augmentation shared by the asteroid and lunar augmenters: gain, gamma,
+    Gaussian noise and blur, each with its probability. Labels and masks are untouched."""
+    p_gain: float = 0.5
+    gain_range: tuple = (0.6, 1.5)
+    p_gamma: float = 0.3
+    gamma_range: tuple = (0.7, 1.4)
+    p_noise: float = 0.3
+    noise_sigma: tuple = (0.0, 0.03)
+    p_blur: float = 0.2
+    blur_sigma: tuple = (0.3, 1.2)
+
+    def photometric(self, img, rng: np.random.Generator):
+        if rng.random() < self.p_gain:
+            img = gain(img, rng.uniform(*self.gain_range))
+        if rng.random() < self.p_gamma:
+            img = gamma(img, rng.uniform(*self.gamma_range))
+        if rng.random() < self.p_noise:
+            img = add_noise(img, rng.uniform(*self.noise_sigma), rng)
+        if rng.random() < self.p_blur:
+            img = gaussian_blur(img, rng.uniform(*self.blur_sigma))
+        return img
+
+
+@dataclass
+class Augmenter(Photometric):
     """Random label-exact augmentation. Call with (image, points=None, mask=None, rng).
 
     Geometric: hflip/vflip with probability p_flip each, a random multiple of 90 degrees with
@@ -142,14 +167,6 @@ class Augmenter:
     p_shift: float = 0.5
     max_shift_frac: float = 0.15
     keep_points_inside: bool = True
-    p_gain: float = 0.5
-    gain_range: tuple = (0.6, 1.5)
-    p_gamma: float = 0.3
-    gamma_range: tuple = (0.7, 1.4)
-    p_noise: float = 0.3
-    noise_sigma: tuple = (0.0, 0.03)
-    p_blur: float = 0.2
-    blur_sigma: tuple = (0.3, 1.2)
     fill: float = 0
     mask_fill: int = 0
 
@@ -174,12 +191,5 @@ class Augmenter:
             dx = int(rng.integers(lo_x, hi_x + 1)) if hi_x >= lo_x else 0
             dy = int(rng.integers(lo_y, hi_y + 1)) if hi_y >= lo_y else 0
             img, p, m = shift(img, dx, dy, p, m, self.fill, self.mask_fill)
-        if rng.random() < self.p_gain:
-            img = gain(img, rng.uniform(*self.gain_range))
-        if rng.random() < self.p_gamma:
-            img = gamma(img, rng.uniform(*self.gamma_range))
-        if rng.random() < self.p_noise:
-            img = add_noise(img, rng.uniform(*self.noise_sigma), rng)
-        if rng.random() < self.p_blur:
-            img = gaussian_blur(img, rng.uniform(*self.blur_sigma))
+        img = self.photometric(img, rng)
         return img, p, m

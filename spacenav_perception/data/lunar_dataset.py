@@ -193,7 +193,7 @@ def split_samples(samples, val_frac: float = 0.1, test_frac: float = 0.1, seed: 
 
 
 @dataclass
-class LunarAugment:
+class LunarAugment(aug.Photometric):
     """Label-exact augmentation for (image uint8 HxWx3, class mask HxW). No vertical flips by
     default (sky is up); crops zoom in by up to 1/min_scale and are resized back to the input
     size (image INTER_LINEAR, mask INTER_NEAREST)."""
@@ -201,14 +201,6 @@ class LunarAugment:
     p_vflip: float = 0.0
     p_crop: float = 0.5
     min_scale: float = 0.6
-    p_gain: float = 0.5
-    gain_range: tuple = (0.6, 1.5)
-    p_gamma: float = 0.3
-    gamma_range: tuple = (0.7, 1.4)
-    p_noise: float = 0.3
-    noise_sigma: tuple = (0.0, 0.03)
-    p_blur: float = 0.2
-    blur_sigma: tuple = (0.3, 1.2)
 
     def __call__(self, image, mask, rng: np.random.Generator):
         import cv2
@@ -226,14 +218,7 @@ class LunarAugment:
             img, _, m = aug.crop(img, x0, y0, cw, ch, None, m)
             img = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
             m = cv2.resize(m, (w, h), interpolation=cv2.INTER_NEAREST_EXACT)
-        if rng.random() < self.p_gain:
-            img = aug.gain(img, rng.uniform(*self.gain_range))
-        if rng.random() < self.p_gamma:
-            img = aug.gamma(img, rng.uniform(*self.gamma_range))
-        if rng.random() < self.p_noise:
-            img = aug.add_noise(img, rng.uniform(*self.noise_sigma), rng)
-        if rng.random() < self.p_blur:
-            img = aug.gaussian_blur(img, rng.uniform(*self.blur_sigma))
+        img = self.photometric(img, rng)
         return np.ascontiguousarray(img), np.ascontiguousarray(m)
 
 

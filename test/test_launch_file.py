@@ -163,6 +163,22 @@ def test_spacenav_run_reports_bad_arguments():
     assert 'use_hazard' in result.stderr and 'Traceback' not in result.stderr
 
 
+
+def test_spacenav_run_bag_option_is_the_bag_argument():
+    from spacenav_perception.cli import build_parser
+    from spacenav_perception.commands.run import graph_overrides
+    args = build_parser().parse_args(['run', '--config', 'replay', '--bag', '/data/x',
+                                      'rate_hz:=5'])
+    graph = graph_config.load_graph(args.config)
+    params = {spec.name: p for spec, p in resolve(graph, graph_overrides(args, graph))}
+    assert params['replay_node']['path'] == '/data/x'
+    assert params['replay_node']['rate_hz'] == 5.0
+    refused = subprocess.run([str(Path(sys.executable).parent / 'spacenav'), 'run', '--config',
+                              'nav', '--bag', '/data/x'], capture_output=True, text=True,
+                             timeout=120)
+    assert refused.returncode == 2
+    assert 'has no bag argument' in refused.stderr and 'Traceback' not in refused.stderr
+
 # ----------------------------------------------------------------------------- launch file
 
 def test_launch_file_matches_graph():

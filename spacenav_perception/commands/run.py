@@ -24,18 +24,24 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+def graph_overrides(args, graph) -> dict:
+    """name:=value arguments plus the --bag shorthand -> overrides for graph_config.resolve."""
+    from spacenav_perception.graph.graph_config import GraphConfigError, parse_overrides
+    overrides = parse_overrides(args.arguments)
+    if args.bag is not None:
+        if 'bag' not in graph.arguments:
+            raise GraphConfigError(f'--bag: graph {args.config} has no bag argument')
+        overrides['bag'] = args.bag
+    return overrides
+
+
 def run(args) -> int:
     import sys
-    from spacenav_perception.graph.graph_config import (GraphConfigError, load_graph,
-                                                        parse_overrides)
+    from spacenav_perception.graph.graph_config import GraphConfigError, load_graph
     from spacenav_perception.graph.runner import run_graph
     try:
         graph = load_graph(args.config)
-        overrides = parse_overrides(args.arguments)
-        if args.bag is not None:
-            if 'bag' not in graph.arguments:
-                raise GraphConfigError(f'--bag: graph {args.config} has no bag argument')
-            overrides['bag'] = args.bag
+        overrides = graph_overrides(args, graph)
     except GraphConfigError as exc:
         print(f'spacenav run: error: {exc}', file=sys.stderr)
         return 2

@@ -146,3 +146,18 @@ def test_ddp_two_gloo_processes_keep_identical_weights(tmp_path):
     assert (run / 'last.pt').is_file() and (run / 'history.json').is_file()
     hist = json.loads((run / 'history.json').read_text())
     assert [h['epoch'] for h in hist] == [1, 2]
+
+
+def test_train_on_an_unusable_dataset_is_one_clear_error(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    (tmp_path / 'images').mkdir()
+    (tmp_path / 'labels.csv').write_text('image_name,x_coordinate,y_coordinate\nnone.png,1,2\n')
+    result = subprocess.run([str(Path(sys.executable).parent / 'spacenav'), 'train', 'centroid',
+                             '--data', str(tmp_path), '--val', str(tmp_path), '--epochs', '1',
+                             '--out', str(tmp_path / 'run')], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2
+    assert 'missing_image' in result.stdout + result.stderr      # the problem is named
+    assert 'no usable images' in result.stderr and 'Traceback' not in result.stderr

@@ -84,9 +84,14 @@ def _config(args, defaults: dict):
 
 
 def _run(task, cfg) -> int:
+    import sys
+    from spacenav_perception.data.problems import UnusableDataset
     from spacenav_perception.training.trainer import Trainer, cleanup_distributed
     try:
         result = Trainer(task, cfg).fit()
+    except UnusableDataset as exc:
+        print(f'spacenav train: error: {exc}', file=sys.stderr)
+        return 2
     finally:
         cleanup_distributed()
     print(f'best {task.metric_name}: {result["best"]}  (run folder {cfg.out})')

@@ -19,6 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+class UnusableDataset(ValueError):
+    """A data set with nothing usable in it (wrong folder, no readable images or masks)."""
+
+
 class DataError(ValueError):
     """A data-set problem in strict mode. `.problem` is the Problem that triggered it."""
 

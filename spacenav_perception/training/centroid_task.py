@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from . import plots
 from ..data.asteroid_dataset import read_image, read_index, to_unit_float
-from ..data.problems import DataProblems
+from ..data.problems import DataProblems, UnusableDataset
 
 ARCHS = ('centroidnet', 'thesis')
 LOSS_PX_SCALE = 1024.0          # (u, v) errors are scaled to pixels of a 1024-px frame
@@ -84,7 +84,7 @@ def load_centroid_set(root, size: int, desc: str = 'load', limit: int = 0):
     if problems:
         print(problems.summary(limit=20))
     if not imgs:
-        raise ValueError(f'{root}: no usable images (expected images/*.png and labels.csv)')
+        raise UnusableDataset(f'{root}: no usable images (expected images/*.png and labels.csv)')
     return (np.stack(imgs), np.asarray(uv, np.float32), np.asarray(wh, np.float32),
             np.asarray(inview, bool), names)
 

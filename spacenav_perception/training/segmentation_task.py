@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from . import plots
 from ..data.lunar_dataset import classify_mask, find_samples, read_rgb
-from ..data.problems import DataProblems
+from ..data.problems import DataProblems, UnusableDataset
 
 ARCHS = ('hazardnet', 'unet')
 CLASS_NAMES = ['ground', 'small_rock', 'large_rock', 'sky']
@@ -57,7 +57,8 @@ def list_samples(root, masks: str = 'clean') -> list:
     if problems:
         print(problems.summary(limit=20))
     if not samples:
-        raise ValueError(f'{root}: no render/{masks} pairs (expected images/render/renderNNNN.png '
+        raise UnusableDataset(f'{root}: no render/{masks} pairs (expected '
+                              f'images/render/renderNNNN.png '
                          f'and images/{masks}/{masks}NNNN.png)')
     return samples
 

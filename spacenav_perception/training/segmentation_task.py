@@ -58,8 +58,7 @@ def list_samples(root, masks: str = 'clean') -> list:
         print(problems.summary(limit=20))
     if not samples:
         raise UnusableDataset(f'{root}: no render/{masks} pairs (expected '
-                              f'images/render/renderNNNN.png '
-                         f'and images/{masks}/{masks}NNNN.png)')
+                              f'images/render/renderNNNN.png and images/{masks}/{masks}NNNN.png)')
     return samples
 
 

@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from . import plots
+from .trainer import adamw_one_cycle
 from ..data.lunar_dataset import classify_mask, find_samples, read_rgb
 from ..data.problems import DataProblems, UnusableDataset
 
@@ -194,14 +195,7 @@ class SegmentationTask:
     def optimizer(self, model, cfg):
         if self.arch == 'unet':
             return torch.optim.Adam(model.parameters(), lr=cfg.lr), None
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        steps = max(1, self.n_train // max(1, cfg.batch_size))
-        if cfg.max_steps_per_epoch:
-            steps = min(steps, cfg.max_steps_per_epoch)
-        sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=cfg.lr, total_steps=steps * cfg.epochs + 1, pct_start=0.1,
-            anneal_strategy='cos', div_factor=20, final_div_factor=100)
-        return opt, sched
+        return adamw_one_cycle(model, cfg, self.n_train, final_div_factor=100)
 
     def loss(self, outputs, batch):
         if self.arch == 'unet':

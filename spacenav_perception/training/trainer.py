@@ -115,6 +115,19 @@ def load_checkpoint(path) -> dict:
     return torch.load(path, map_location='cpu', weights_only=True)
 
 
+def adamw_one_cycle(model, cfg, n_train: int, final_div_factor: float):
+    """AdamW with a one-cycle schedule (10 % warm-up, cosine decay) stepped once per batch:
+    the default recipe of both tasks' default networks."""
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = max(1, n_train // max(1, cfg.batch_size))
+    if cfg.max_steps_per_epoch:
+        steps = min(steps, cfg.max_steps_per_epoch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.lr, total_steps=steps * cfg.epochs + 1, pct_start=0.1,
+        anneal_strategy='cos', div_factor=20, final_div_factor=final_div_factor)
+    return opt, sched
+
+
 def _unwrap(model):
     return model.module if hasattr(model, 'module') else model
 

@@ -27,7 +27,10 @@ def register(subparsers) -> None:
                "primary's centre of mass, full-resolution pixels, centre of the top-left pixel\n"
                '= (0, 0)). labels.csv is written last, atomically: it appears only when the run\n'
                'completes. Frame i depends only on (seed, i), so chunks rendered with\n'
-               '--start-index into the same OUT merge into one data set.')
+               '--start-index into the same OUT merge into one data set.\n'
+               "OUT/silhouettes/asteroid_NNNNNN.png (unless --no-silhouettes): the primary's\n"
+               'whole silhouette (night side included), 255 on the body, 0 elsewhere; the\n'
+               'default centroid model trains on it.')
     a.add_argument('--n', type=int, required=True, help='number of frames')
     a.add_argument('--seed', type=int, required=True, help='data set seed')
     a.add_argument('--out', required=True, help='output directory')
@@ -40,6 +43,8 @@ def register(subparsers) -> None:
                    help='torch CPU threads (default 1: the renderer is fastest per core with one '
                         'thread; for more throughput run several processes with --start-index '
                         'into the same --out; 0: torch default)')
+    a.add_argument('--no-silhouettes', action='store_true',
+                   help='do not write OUT/silhouettes/ (the shape masks used in training)')
     a.add_argument('--no-progress', action='store_true', help='no progress bar')
     a.set_defaults(func=run_asteroid)
 
@@ -76,7 +81,8 @@ def run_asteroid(args) -> int:
     _threads(args)
     from spacenav_perception.synth.asteroid import render_dataset
     res = render_dataset(args.out, args.n, args.seed, size=args.size, device=args.device,
-                         start_index=args.start_index, progress=not args.no_progress)
+                         start_index=args.start_index, progress=not args.no_progress,
+                         silhouettes=not args.no_silhouettes)
     print(f"wrote {res['n']} frames to {res['out_dir']} in {res['seconds']:.1f} s "
           f"({res['images_per_s']:.2f} frames/s on {res['device']})")
     return 0

@@ -50,6 +50,10 @@ Dataset layout written by `render_dataset` (the thesis layout, see DEVELOPERS.md
     DIR/images/asteroid_NNNNNN.png    8-bit grayscale, size x size
     DIR/meta.csv                      one row per image, META_FIELDS
     DIR/labels.csv                    image_name,x_coordinate,y_coordinate
+    DIR/silhouettes/asteroid_NNNNNN.png  (unless silhouettes=False) 8-bit mask, 255 where a camera
+                                      ray meets the primary (its whole outline, the night side and
+                                      the parts behind the moonlet included), 0 elsewhere: a
+                                      training target for networks that learn the body's shape
     Images are written atomically as they finish (temp file + rename). meta.csv and then
     labels.csv are written only at the end, each via a temp file + rename, so an interrupted run
     never leaves a labels.csv that lists images it did not finish (labels.csv is the completion
@@ -899,13 +903,20 @@ def _as_rng(rng_or_seed):
     return np.random.default_rng(rng_or_seed)
 
 
-@torch.no_grad()
 def render_scene(rng_or_seed, size: int = 1024, device='auto', **options):
     """Render one frame. Returns (image uint8 (size, size), (x, y) label, meta dict).
 
     `rng_or_seed`: a numpy Generator, an int seed, or a (seed, index) pair (what render_dataset
     uses for frame `index`). `options`: see `sample_scene` (test hooks such as perturb=False,
     moonlet=False, phase_deg=0, sensor={'noise': False})."""
+    image, xy, meta, _ = render_scene_with_silhouette(rng_or_seed, size, device, **options)
+    return image, xy, meta
+
+
+@torch.no_grad()
+def render_scene_with_silhouette(rng_or_seed, size: int = 1024, device='auto', **options):
+    """`render_scene` plus the primary's silhouette: a bool (size, size) array, True where a
+    camera ray meets the primary (night side and parts hidden by the moonlet included)."""
     rng = _as_rng(rng_or_seed)
     dev = resolve_device(device)
     scene = sample_scene(rng, size, **options)
@@ -965,7 +976,7 @@ def render_scene(rng_or_seed, size: int = 1024, device='auto', **options):
         'gain_e_per_unit': exp_info['gain_e_per_unit'], 'saturated_px': exp_info['saturated_px'],
         'n_stars': n_stars, 'n_hot_pixels': sp.n_hot_pixels,
     }
-    return image, (float(x), float(y)), meta
+    return image, (float(x), float(y)), meta, sil_np
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1017,36 +1028,66 @@ def _write_png_atomic(path: Path, image: np.ndarray):
     os.replace(tmp, path)
 
 
+class _DirLock:
+    """Exclusive advisory lock on DIR/.render.lock (POSIX flock; a no-op where unsupported)."""
+
+    def __init__(self, directory: Path):
+        self.path = Path(directory) / '.render.lock'
+
+    def __enter__(self):
+        self.fh = open(self.path, 'a')
+        try:
+            import fcntl
+            fcntl.flock(self.fh, fcntl.LOCK_EX)
+        except (ImportError, OSError):
+            pass
+        return self
+
+    def __exit__(self, *exc):
+        self.fh.close()         # closing releases the lock
+
+
 def render_dataset(out_dir, n: int, seed: int, size: int = 1024, device='auto',
-                   start_index: int = 0, progress: bool = True, **options) -> dict:
-    """Render frames start_index .. start_index + n - 1 into `out_dir` (layout: module doc).
+                   start_index: int = 0, progress: bool = True, silhouettes: bool = True,
+                   **options) -> dict:
+    """Render frames start_index .. start_index + n - 1 into `out_dir` (layout: module doc;
+    `silhouettes`: also write DIR/silhouettes/).
 
     Returns {'n', 'seconds', 'images_per_s', 'device', 'out_dir'}."""
     from tqdm import tqdm
 
     out = Path(out_dir)
     (out / 'images').mkdir(parents=True, exist_ok=True)
+    if silhouettes:
+        (out / 'silhouettes').mkdir(exist_ok=True)
     dev = resolve_device(device)
     names = {image_name(i) for i in range(start_index, start_index + n)}
     labels_path, meta_path = out / 'labels.csv', out / 'meta.csv'
-    old_labels = [r for r in _read_rows(labels_path) if r.get('image_name') not in names]
-    old_meta = [r for r in _read_rows(meta_path) if r.get('image_name') not in names]
-    if labels_path.exists():                 # drop rows we are about to re-render, first
-        _write_csv_atomic(labels_path, LABEL_FIELDS, old_labels)
-    if meta_path.exists():
-        _write_csv_atomic(meta_path, META_FIELDS, old_meta)
+
+    def merge(new_rows):
+        # under a lock and from what is on disk *now*, so that several processes rendering
+        # chunks into the same directory (--start-index) keep each other's rows
+        with _DirLock(out):
+            old_labels = [r for r in _read_rows(labels_path) if r.get('image_name') not in names]
+            old_meta = [r for r in _read_rows(meta_path) if r.get('image_name') not in names]
+            if not new_rows and not labels_path.exists():
+                return
+            key = lambda r: r['image_name']
+            _write_csv_atomic(meta_path, META_FIELDS, sorted(old_meta + new_rows, key=key))
+            _write_csv_atomic(labels_path, LABEL_FIELDS, sorted(old_labels + new_rows, key=key))
+
+    merge([])                               # drop rows we are about to re-render, first
     rows = []
     t0 = time.perf_counter()
     for i in tqdm(range(start_index, start_index + n), disable=not progress, unit='img',
                   desc=f'asteroid {size}px'):
-        image, (x, y), meta = render_scene((seed, i), size, dev, **options)
+        image, (x, y), meta, sil = render_scene_with_silhouette((seed, i), size, dev, **options)
         name = image_name(i)
+        if silhouettes:
+            _write_png_atomic(out / 'silhouettes' / name, sil.astype(np.uint8) * 255)
         _write_png_atomic(out / 'images' / name, image)
         rows.append({'image_name': name, 'seed': seed, 'index': i, **meta})
     seconds = time.perf_counter() - t0
-    all_meta = sorted(old_meta + rows, key=lambda r: r['image_name'])
-    _write_csv_atomic(meta_path, META_FIELDS, all_meta)
-    _write_csv_atomic(labels_path, LABEL_FIELDS, sorted(old_labels + rows,
-                                                        key=lambda r: r['image_name']))
+    merge(rows)
     return {'n': n, 'seconds': seconds, 'images_per_s': n / seconds if seconds > 0 else float('inf'),
             'device': str(dev), 'out_dir': str(out)}

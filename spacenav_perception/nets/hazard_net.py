@@ -2,7 +2,9 @@
 
 Input (N, 3, H, W) RGB in [0, 1] normalised per the manifest (H, W multiples of 32; default
 256 x 384 for 480 x 720 frames).  Output (N, 4, H, W) class logits (``logits_nchw``): the decoder
-stops at stride 2 and a final bilinear x2 brings the logits to the input size.
+goes down to stride 2; a light full-resolution stage then joins the upsampled decoder features
+with features of the input image itself, so rock outlines are drawn at the input's resolution
+(small rocks are a few pixels across at the model input).
 """
 from typing import List
 
@@ -42,7 +44,11 @@ class HazardNet(nn.Module):
         self.dec2 = DecoderBlock(dec[0], w2, dec[1])
         self.dec1 = DecoderBlock(dec[1], w1, dec[2])
         self.dec0 = DecoderBlock(dec[2], w0, dec[3])
-        self.head = nn.Conv2d(dec[3], num_classes, 1)
+        # full-resolution stage: image features (stride 1) + projected decoder features
+        self.full_img = ConvBNAct(in_channels, 8, 3)
+        self.full_dec = ConvBNAct(dec[3], 16, 1)
+        self.full = ConvBNAct(24, 16, 3)
+        self.head = nn.Conv2d(16, num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size: List[int] = [x.shape[-2], x.shape[-1]]
@@ -57,4 +63,5 @@ class HazardNet(nn.Module):
         p = self.dec2(p, s2)
         p = self.dec1(p, s1)
         p = self.dec0(p, s0)
-        return F.interpolate(self.head(p), size=size, mode='bilinear', align_corners=False)
+        p = F.interpolate(self.full_dec(p), size=size, mode='bilinear', align_corners=False)
+        return self.head(self.full(torch.cat([p, self.full_img(x)], dim=1)))

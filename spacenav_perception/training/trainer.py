@@ -128,6 +128,21 @@ def adamw_one_cycle(model, cfg, n_train: int, final_div_factor: float):
     return opt, sched
 
 
+def load_init_weights(model, state: dict):
+    """Warm start: copy every tensor of `state` whose name and shape match the model's.
+    Returns (n_loaded, names the checkpoint lacks, checkpoint names not used); raises
+    ValueError when nothing matches (the wrong task's checkpoint, say)."""
+    own = model.state_dict()
+    use = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not use:
+        raise ValueError('--init: no tensor of the checkpoint matches this model '
+                         '(a checkpoint of another architecture or task?)')
+    model.load_state_dict(use, strict=False)
+    fresh = sorted(k for k in own if k not in use)
+    skipped = sorted(k for k in state if k not in use)
+    return len(use), fresh, skipped
+
+
 def _unwrap(model):
     return model.module if hasattr(model, 'module') else model
 
@@ -179,8 +194,11 @@ class Trainer:
         model = task.build_model()
         if cfg.init:
             ck = load_checkpoint(cfg.init)
-            model.load_state_dict(ck['model'] if 'model' in ck else ck)
-            self._log(f'initialised weights from {cfg.init}')
+            loaded, fresh, skipped = load_init_weights(model, ck['model'] if 'model' in ck else ck)
+            self._log(f'initialised {loaded} tensors from {cfg.init}'
+                      + (f'; new (not in the checkpoint): {", ".join(fresh)}' if fresh else '')
+                      + (f'; not used (name or shape differs): {", ".join(skipped)}'
+                         if skipped else ''))
         model = model.to(self.device)
         optimizer, scheduler = task.optimizer(model, cfg)
 

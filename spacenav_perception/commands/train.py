@@ -52,6 +52,9 @@ def register(subparsers) -> None:
                    help='square model input (default 256 centroidnet, 128 thesis)')
     c.add_argument('--p-empty', type=float, default=0.1,
                    help='fraction of synthetic no-target frames (centroidnet)')
+    c.add_argument('--shape-weight', type=float, default=20.0,
+                   help="weight of the silhouette term (centroidnet; used where DATA has "
+                        "silhouettes/, which `spacenav synth asteroid` writes; 0: off)")
     c.set_defaults(func=run_centroid)
     s = sub.add_parser(
         'segmentation', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -101,7 +104,7 @@ def _run(task, cfg) -> int:
 def run_centroid(args) -> int:
     from spacenav_perception.training.centroid_task import CentroidTask, arch_defaults
     task = CentroidTask(args.data, args.val, args.arch, args.input_size, args.seed,
-                        args.p_empty, args.limit)
+                        args.p_empty, args.limit, args.shape_weight)
     return _run(task, _config(args, arch_defaults(args.arch)))
 
 

@@ -10,7 +10,10 @@ from the centre of brightness); the softmax of those logits is a weight map whos
 plus a small bounded global offset, is the prediction.  The map may be a peak or a broad body-shaped mask: the loss
 only sees its mean, so the network is free to learn the centre of *mass* (which for a partly
 lit body differs from the centre of light) as a weighted average of evidence spread over the
-visible disc.  Everything is static-shape tensor code, so TorchScript, torch.export and ONNX
+visible disc.  Training can also supervise the weight map directly with the body's rendered
+silhouette (a uniform weight over the whole outline has its mean at the projected centre of
+volume): set ``with_map = True`` and the output gains the h*w log-weights after the three
+numbers (the shipped/exported model keeps it False).  Everything is static-shape tensor code, so TorchScript, torch.export and ONNX
 all trace the same graph.
 """
 from typing import List
@@ -84,6 +87,7 @@ class CentroidNet(nn.Module):
         nn.init.zeros_(self.offset.weight)
         nn.init.zeros_(self.offset.bias)
         self.in_view = nn.Linear(w4, 1)
+        self.with_map = False       # training only: append the log-weight map to the output
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         image = x
@@ -101,7 +105,8 @@ class CentroidNet(nn.Module):
         n, _, h, w = p.shape
         brightness = F.adaptive_avg_pool2d(image, [h, w]).clamp(min=0.0)
         logits = self.head(p) + self.prior_gain * torch.log(brightness + 1e-4)   # (N, 1, h, w)
-        weights = torch.softmax(logits.reshape(n, h * w), dim=1).reshape(n, h, w)
+        log_w = torch.log_softmax(logits.reshape(n, h * w), dim=1)
+        weights = log_w.exp().reshape(n, h, w)
         us = (torch.arange(w, dtype=x.dtype, device=x.device) + 0.5) / w
         vs = (torch.arange(h, dtype=x.dtype, device=x.device) + 0.5) / h
         u = (weights.sum(dim=1) * us.view(1, w)).sum(dim=1)
@@ -109,4 +114,7 @@ class CentroidNet(nn.Module):
         g = F.adaptive_avg_pool2d(c4, 1).flatten(1)
         off = 0.05 * torch.tanh(self.offset(g))
         in_view = self.in_view(g).squeeze(1)
-        return torch.stack([u + off[:, 0], v + off[:, 1], in_view], dim=1)
+        out = torch.stack([u + off[:, 0], v + off[:, 1], in_view], dim=1)
+        if self.with_map:
+            return torch.cat([out, log_w], dim=1)
+        return out

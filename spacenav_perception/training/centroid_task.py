@@ -9,6 +9,10 @@ as uint8.  Two architectures:
   in-view logit.  Training adds synthetic no-target frames (dark / noise / stars / hot pixels,
   labelled not-in-view) and label-exact augmentations (D4 flips/transposes, integer shifts that
   keep the lit body in frame, gain, gamma, noise).  AdamW + warm-up/cosine schedule.
+  Where the data set has DIR/silhouettes/ (the renderer writes them), the network's weight map
+  is also pulled toward a uniform weight over the body's whole silhouette (KL divergence, weight
+  ``shape_weight``), for frames whose silhouette does not touch the frame edge: a dense target
+  that teaches the network to fill in the unlit side, whose mean is the centre of volume.
 - ``thesis``: the thesis recipe unchanged: 128x128 input, labels scaled by resize/orig
   (model-input pixels), MSE loss, Adam 1e-4 constant, batch 32, no augmentation.
 
@@ -31,6 +35,7 @@ from ..data.problems import DataProblems, UnusableDataset
 
 ARCHS = ('centroidnet', 'thesis')
 LOSS_PX_SCALE = 1024.0          # (u, v) errors are scaled to pixels of a 1024-px frame
+DEFAULT_SHAPE_WEIGHT = 20.0     # weight of the silhouette KL term (centroidnet)
 
 
 def arch_defaults(arch: str) -> dict:
@@ -62,11 +67,14 @@ def read_dataset(root, limit: int = 0) -> list:
 
 def load_centroid_set(root, size: int, desc: str = 'load', limit: int = 0):
     """Images resized to size x size (uint8), labels as (u, v) over the extent, orig (W, H),
-    in-view flags and names; unreadable images are skipped."""
+    in-view flags, names and silhouettes (size x size uint8 occupancy 0..255, area-resized from
+    DIR/silhouettes/NAME; None when the data set has none for that image); unreadable images
+    are skipped."""
     root = Path(root)
     records = read_dataset(root, limit)
     problems = DataProblems(source=str(root))
-    imgs, uv, wh, inview, names = [], [], [], [], []
+    imgs, uv, wh, inview, names, sils = [], [], [], [], [], []
+    sil_dir = root / 'silhouettes'
     for rec in tqdm(records, desc=f'{desc} {root.name}', leave=False):
         img = read_image(rec.path, problems)
         if img is None:
@@ -75,6 +83,14 @@ def load_centroid_set(root, size: int, desc: str = 'load', limit: int = 0):
         h, w = img.shape
         small = cv2.resize(to_unit_float(img), (size, size), interpolation=cv2.INTER_AREA)
         imgs.append(np.clip(np.rint(small * 255.0), 0, 255).astype(np.uint8))
+        sil = None
+        if sil_dir.is_dir() and (sil_dir / name).is_file():
+            raw = cv2.imread(str(sil_dir / name), cv2.IMREAD_GRAYSCALE)
+            if raw is not None and raw.shape == img.shape:
+                sil = cv2.resize((raw > 127).astype(np.float32), (size, size),
+                                 interpolation=cv2.INTER_AREA)
+                sil = np.clip(np.rint(sil * 255.0), 0, 255).astype(np.uint8)
+        sils.append(sil)
         vis = True
         if str(m.get('in_view', '1')).strip().lower() in ('0', '0.0', 'false', 'no'):
             vis = False
@@ -87,7 +103,7 @@ def load_centroid_set(root, size: int, desc: str = 'load', limit: int = 0):
     if not imgs:
         raise UnusableDataset(f'{root}: no usable images (expected images/*.png and labels.csv)')
     return (np.stack(imgs), np.asarray(uv, np.float32), np.asarray(wh, np.float32),
-            np.asarray(inview, bool), names)
+            np.asarray(inview, bool), names, sils)
 
 
 def synth_no_target(size: int, rng: np.random.Generator) -> np.ndarray:
@@ -108,8 +124,9 @@ class CentroidDataset(Dataset):
     def __init__(self, root, arch: str, size: int, train: bool, p_empty: float = 0.1,
                  seed: int = 0, limit: int = 0):
         self.arch, self.size, self.train = arch, size, train
-        self.images, self.uv, self.wh, self.inview, self.names = load_centroid_set(
+        self.images, self.uv, self.wh, self.inview, self.names, self.sils = load_centroid_set(
             root, size, 'train' if train else 'val', limit)
+        self.n_silhouettes = sum(m is not None for m in self.sils)
         self.augment = train and arch != 'thesis'
         self.p_empty = p_empty if self.augment else 0.0
         self.seed, self.epoch = seed, 0
@@ -128,11 +145,15 @@ class CentroidDataset(Dataset):
         img = self.images[i].astype(np.float32) / 255.0
         u, v = (float(a) for a in self.uv[i])
         vis = bool(self.inview[i])
+        sil = self.sils[i]
+        has_sil = sil is not None
+        sil = sil.astype(np.float32) / 255.0 if has_sil else np.zeros((s, s), np.float32)
         if self.augment:
             if rng.random() < self.p_empty:
                 img, u, v, vis = synth_no_target(s, rng), 0.5, 0.5, False
+                sil, has_sil = np.zeros((s, s), np.float32), False
             else:
-                img, u, v = self._geometric(img, u, v, i, rng)
+                img, sil, u, v = self._geometric(img, sil, u, v, i, rng)
                 img = self._photometric(img, rng)
         if self.arch == 'thesis':
             # thesis label scaling: full-res px * resize / orig
@@ -144,18 +165,22 @@ class CentroidDataset(Dataset):
         return {'image': torch.from_numpy(np.ascontiguousarray(img))[None],
                 'target': target, 'uv': torch.tensor([u, v], dtype=torch.float32),
                 'in_view': torch.tensor(float(vis)),
+                'silhouette': torch.from_numpy(np.ascontiguousarray(sil))[None],
+                'has_silhouette': torch.tensor(float(has_sil)),
                 'orig_wh': torch.from_numpy(self.wh[i].copy())}
 
-    def _geometric(self, img, u, v, i, rng):
+    def _geometric(self, img, sil, u, v, i, rng):
+        """Label-exact D4 flips/transposes and integer shifts, applied alike to the image and
+        its silhouette."""
         x0, y0, x1, y1 = self.bbox[i]
         if rng.random() < 0.5:
-            img, u = img[:, ::-1], 1.0 - u
+            img, sil, u = img[:, ::-1], sil[:, ::-1], 1.0 - u
             x0, x1 = self.size - 1 - x1, self.size - 1 - x0
         if rng.random() < 0.5:
-            img, v = img[::-1, :], 1.0 - v
+            img, sil, v = img[::-1, :], sil[::-1, :], 1.0 - v
             y0, y1 = self.size - 1 - y1, self.size - 1 - y0
         if rng.random() < 0.5:
-            img, u, v = img.T, v, u
+            img, sil, u, v = img.T, sil.T, v, u
             x0, y0, x1, y1 = y0, x0, y1, x1
         if rng.random() < 0.7 and x1 >= x0:
             # only along axes where the lit pixels do not touch the frame edge (a body cut by
@@ -163,9 +188,10 @@ class CentroidDataset(Dataset):
             dx = int(rng.integers(-x0, self.size - x1)) if 0 < x0 and x1 < self.size - 1 else 0
             dy = int(rng.integers(-y0, self.size - y1)) if 0 < y0 and y1 < self.size - 1 else 0
             img = _shift(img, dx, dy)
+            sil = _shift(sil, dx, dy)
             u += dx / self.size
             v += dy / self.size
-        return np.ascontiguousarray(img), u, v
+        return np.ascontiguousarray(img), np.ascontiguousarray(sil), u, v
 
     @staticmethod
     def _photometric(img, rng):
@@ -193,28 +219,56 @@ def _shift(img, dx: int, dy: int):
     return out
 
 
+def shape_kl(log_w: torch.Tensor, silhouette: torch.Tensor, use: torch.Tensor) -> torch.Tensor:
+    """Mean KL(t || w) over the samples where `use` > 0 and the silhouette does not touch the
+    frame edge; t = the silhouette (N, 1, S, S) area-pooled to the weight map's grid and
+    normalised, log_w = (N, h*w) log-weights (h = w = sqrt of their count)."""
+    n, hw = log_w.shape
+    h = int(round(math.sqrt(hw)))
+    t = F.adaptive_avg_pool2d(silhouette, [h, h]).reshape(n, hw)
+    total = t.sum(1)
+    edge = torch.cat([silhouette[:, 0, 0], silhouette[:, 0, -1],
+                      silhouette[:, 0, :, 0], silhouette[:, 0, :, -1]], dim=1).amax(1)
+    ok = (use > 0) & (edge < 0.5) & (total > 0)
+    if not bool(ok.any()):
+        return log_w.sum() * 0.0
+    t = t[ok] / total[ok, None]
+    kl = (t * (torch.log(t.clamp_min(1e-12)) - log_w[ok])).sum(1)
+    return kl.mean()
+
+
 class CentroidTask:
     name = 'centroid'
     metric_name = 'val_median_px'
     metric_mode = 'min'
 
     def __init__(self, data, val, arch: str = 'centroidnet', input_size: int = None,
-                 seed: int = 0, p_empty: float = 0.1, limit: int = 0):
+                 seed: int = 0, p_empty: float = 0.1, limit: int = 0,
+                 shape_weight: float = DEFAULT_SHAPE_WEIGHT):
         if arch not in ARCHS:
             raise ValueError(f'unknown centroid arch {arch!r} (known: {", ".join(ARCHS)})')
         self.data, self.val, self.arch = data, val, arch
         self.input_size = input_size or arch_defaults(arch)['input_size']
         self.seed, self.p_empty, self.limit = seed, p_empty, limit
+        self.shape_weight = float(shape_weight) if arch == 'centroidnet' else 0.0
         self.n_train = 0
+        self.n_silhouettes = 0
 
     def build_model(self):
-        return build_model(self.arch, self.input_size)
+        model = build_model(self.arch, self.input_size)
+        if self.shape_weight > 0:
+            model.with_map = True
+        return model
 
     def datasets(self):
         tr = CentroidDataset(self.data, self.arch, self.input_size, True, self.p_empty,
                              self.seed, self.limit)
         va = CentroidDataset(self.val, self.arch, self.input_size, False, limit=self.limit)
         self.n_train, self.n_val = len(tr), len(va)
+        self.n_silhouettes = tr.n_silhouettes
+        if self.shape_weight > 0 and not tr.n_silhouettes:
+            print(f'note: {self.data} has no silhouettes/ (render with a current `spacenav synth '
+                  'asteroid`): training without the shape term')
         return tr, va
 
     def config(self) -> dict:
@@ -225,7 +279,10 @@ class CentroidTask:
                 'class_names': [], 'data': str(self.data), 'val': str(self.val),
                 'n_train': self.n_train, 'n_val': getattr(self, 'n_val', 0),
                 'loss': 'mse (input px)' if self.arch == 'thesis' else
-                        'smooth-l1 (px of 1024-px frame) + bce(in-view)',
+                        'smooth-l1 (px of 1024-px frame) + bce(in-view)'
+                        + (f' + {self.shape_weight:g} * KL(silhouette || weight map)'
+                           if self.shape_weight > 0 else ''),
+                'n_train_silhouettes': self.n_silhouettes,
                 'p_empty': 0.0 if self.arch == 'thesis' else self.p_empty}
 
     def optimizer(self, model, cfg):
@@ -242,7 +299,14 @@ class CentroidTask:
         per = F.smooth_l1_loss(err, torch.zeros_like(err), reduction='none', beta=1.0).sum(1)
         reg = (per * vis).sum() / vis.sum().clamp(min=1.0)
         cls = F.binary_cross_entropy_with_logits(outputs[:, 2], vis)
-        return reg + cls, {'reg': float(reg.detach()), 'bce': float(cls.detach())}
+        parts = {'reg': float(reg.detach()), 'bce': float(cls.detach())}
+        loss = reg + cls
+        if outputs.shape[1] > 3 and self.shape_weight > 0 and 'silhouette' in batch:
+            kl = shape_kl(outputs[:, 3:], batch['silhouette'],
+                          batch['has_silhouette'] * vis)
+            loss = loss + self.shape_weight * kl
+            parts['shape_kl'] = float(kl.detach())
+        return loss, parts
 
     # -- validation ---------------------------------------------------------------------
     def full_res_xy(self, outputs, batch):

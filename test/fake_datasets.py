@@ -6,10 +6,13 @@ import cv2
 import numpy as np
 
 
-def make_asteroid_set(root, n=12, size=96, seed=0):
-    """Half-lit discs on black; labels = disc centres (full-res px, project convention)."""
+def make_asteroid_set(root, n=12, size=96, seed=0, silhouettes=True):
+    """Half-lit discs on black; labels = disc centres (full-res px, project convention);
+    silhouettes/ = the whole discs (as the renderer writes them) unless silhouettes=False."""
     root = Path(root)
     (root / 'images').mkdir(parents=True, exist_ok=True)
+    if silhouettes:
+        (root / 'silhouettes').mkdir(exist_ok=True)
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size].astype(np.float64)
     with open(root / 'labels.csv', 'w', newline='') as f, open(root / 'meta.csv', 'w', newline='') as m:
@@ -23,6 +26,8 @@ def make_asteroid_set(root, n=12, size=96, seed=0):
             img = np.where(inside, 0.3 + 0.6 * np.clip((xx - cx) / r + 0.5, 0, 1), 0.0)
             name = f'asteroid_{i:06d}.png'
             cv2.imwrite(str(root / 'images' / name), np.rint(img * 255).astype(np.uint8))
+            if silhouettes:
+                cv2.imwrite(str(root / 'silhouettes' / name), inside.astype(np.uint8) * 255)
             w.writerow([name, f'{cx:.4f}', f'{cy:.4f}'])
             mw.writerow([name, f'{rng.uniform(0, 120):.1f}'])
     return root

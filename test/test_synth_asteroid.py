@@ -65,7 +65,7 @@ def test_csv_and_meta_format(tmp_path):
 
 def test_interrupted_run_leaves_no_labels(tmp_path, monkeypatch):
     calls = {'n': 0}
-    real = A.render_scene
+    real = A.render_scene_with_silhouette
 
     def flaky(*args, **kwargs):
         calls['n'] += 1
@@ -73,12 +73,58 @@ def test_interrupted_run_leaves_no_labels(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(A, 'render_scene', flaky)
+    monkeypatch.setattr(A, 'render_scene_with_silhouette', flaky)
     with pytest.raises(KeyboardInterrupt):
         A.render_dataset(tmp_path, 3, seed=1, size=SMALL, device='cpu', progress=False)
     assert (tmp_path / 'images' / 'asteroid_000000.png').exists()
     assert not (tmp_path / 'labels.csv').exists()
     assert not list((tmp_path / 'images').glob('*.tmp'))
+
+
+def test_silhouettes_cover_the_lit_body_and_centre_on_the_meta(tmp_path):
+    import cv2
+    A.render_dataset(tmp_path, 3, seed=21, size=SMALL, device='cpu', progress=False)
+    meta = _read(tmp_path / 'meta.csv')
+    for m in meta:
+        sil = cv2.imread(str(tmp_path / 'silhouettes' / m['image_name']), cv2.IMREAD_UNCHANGED)
+        assert sil.dtype == np.uint8 and sil.shape == (SMALL, SMALL)
+        assert set(np.unique(sil)) <= {0, 255}
+        assert int((sil > 0).sum()) == int(m['primary_px'])
+        ys, xs = np.nonzero(sil)
+        assert xs.mean() == pytest.approx(float(m['silhouette_x']), abs=1e-6)
+        assert ys.mean() == pytest.approx(float(m['silhouette_y']), abs=1e-6)
+    # without noise, stars or moonlet, every lit pixel lies on the silhouette (PSF blur spreads
+    # light by a pixel or two: compare with a dilated silhouette), and the silhouette is larger
+    # than the lit part at a high phase angle (night side)
+    image, _, _, sil = A.render_scene_with_silhouette(
+        (4, 0), SMALL, 'cpu', moonlet=False, phase_deg=100.0, cut=False,
+        sensor={'noise': False, 'n_stars': 0, 'n_hot_pixels': 0, 'black_level_dn': 0.0})
+    grown = cv2.dilate(sil.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    lit = image > 8
+    assert lit.any() and not (lit & ~grown).any()
+    assert sil.sum() > 1.5 * lit.sum()
+
+
+def test_no_silhouettes_when_asked(tmp_path):
+    A.render_dataset(tmp_path, 1, seed=2, size=SMALL, device='cpu', progress=False,
+                     silhouettes=False)
+    assert not (tmp_path / 'silhouettes').exists()
+    assert (tmp_path / 'labels.csv').is_file()
+
+
+def test_parallel_chunk_processes_keep_each_others_rows(tmp_path):
+    # what `spacenav synth asteroid --start-index` advises: several processes, one directory
+    import subprocess
+    import sys
+    code = ('import sys; from spacenav_perception.synth import asteroid as A; '
+            'A.render_dataset(sys.argv[1], 2, seed=9, size=48, device="cpu", progress=False, '
+            'start_index=int(sys.argv[2]))')
+    procs = [subprocess.Popen([sys.executable, '-c', code, str(tmp_path), str(k)])
+             for k in (0, 2, 4)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+    names = [r['image_name'] for r in _read(tmp_path / 'labels.csv')]
+    assert names == [f'asteroid_{i:06d}.png' for i in range(6)]
+    assert [r['image_name'] for r in _read(tmp_path / 'meta.csv')] == names
 
 
 def _clean_sensor():

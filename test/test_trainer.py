@@ -1,5 +1,6 @@
 """The shared trainer: files it writes, resume, both tasks, and DDP (two gloo processes)."""
 import json
+import math
 import os
 import socket
 from pathlib import Path
@@ -9,9 +10,10 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-from spacenav_perception.training.centroid_task import CentroidTask
+from spacenav_perception.training.centroid_task import CentroidTask, shape_kl
 from spacenav_perception.training.segmentation_task import SegmentationTask
-from spacenav_perception.training.trainer import TrainConfig, Trainer, load_checkpoint
+from spacenav_perception.training.trainer import (TrainConfig, Trainer, load_checkpoint,
+                                                  load_init_weights)
 
 from fake_datasets import make_asteroid_set, make_lunar_set
 
@@ -51,6 +53,57 @@ def test_thesis_recipe_labels_are_input_pixels(tmp_path):
     opt, sched = task.optimizer(task.build_model(), TrainConfig(out='x', lr=1e-4))
     assert isinstance(opt, torch.optim.Adam) and sched is None
     assert opt.param_groups[0]['lr'] == 1e-4
+
+
+def test_shape_kl_is_zero_at_the_silhouette_and_skips_cut_bodies():
+    sil = torch.zeros(2, 1, 32, 32)
+    sil[:, :, 8:20, 10:24] = 1.0
+    t = torch.nn.functional.adaptive_avg_pool2d(sil, [8, 8]).reshape(2, 64)
+    exact = torch.log((t / t.sum(1, keepdim=True)).clamp_min(1e-30))
+    uniform = torch.full((2, 64), -math.log(64))
+    use = torch.ones(2)
+    assert float(shape_kl(exact, sil, use)) == pytest.approx(0.0, abs=1e-5)
+    assert float(shape_kl(uniform, sil, use)) > 0.5
+    assert float(shape_kl(uniform, sil, torch.zeros(2))) == 0.0      # not used
+    cut = sil.clone()
+    cut[:, :, :, 0] = 1.0                                           # touches the frame edge
+    assert float(shape_kl(uniform, cut, use)) == 0.0
+
+
+def test_centroid_augmentation_moves_the_silhouette_with_the_image(tmp_path):
+    tr = make_asteroid_set(tmp_path / 'tr', n=6, size=64, seed=4)
+    task = CentroidTask(tr, tr, 'centroidnet', input_size=64, p_empty=0.0)
+    train_ds, _ = task.datasets()
+    assert train_ds.n_silhouettes == 6
+    moved = 0
+    for epoch in range(3):
+        train_ds.set_epoch(epoch)
+        for i in range(len(train_ds)):
+            item = train_ds[i]
+            img, sil = item['image'][0], item['silhouette'][0]
+            assert float(item['has_silhouette']) == 1.0
+            lit = img > 0.2                         # the lit half of the disc
+            assert lit.any() and not (lit & (sil < 0.01)).any()
+            # the label (disc centre) stays the silhouette's centre
+            ys, xs = torch.nonzero(sil > 0.5, as_tuple=True)
+            u, v = (float(a) * 64 - 0.5 for a in item['uv'])
+            assert abs(xs.float().mean() - u) < 1.0 and abs(ys.float().mean() - v) < 1.0
+            moved += int(not torch.equal(sil, torch.from_numpy(train_ds.sils[i] / 255.0).float()))
+    assert moved > 0
+    model = task.build_model()
+    assert model.with_map
+    out = model(item['image'][None])
+    assert out.shape == (1, 3 + 16 * 16)
+
+
+def test_init_weights_copy_what_matches_and_refuse_a_foreign_checkpoint():
+    src, dst = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2)), \
+        nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 5))
+    n, fresh, skipped = load_init_weights(dst, src.state_dict())
+    assert n == 2 and fresh == ['1.bias', '1.weight'] and skipped == ['1.bias', '1.weight']
+    assert torch.equal(dst[0].weight, src[0].weight)
+    with pytest.raises(ValueError, match='no tensor'):
+        load_init_weights(nn.Conv2d(1, 1, 3), src.state_dict())
 
 
 def test_segmentation_training_writes_iou_curve(tmp_path):

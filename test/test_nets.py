@@ -72,3 +72,33 @@ def test_report_unet_structure():
     assert {nn.BatchNorm2d, nn.MaxPool2d, nn.Dropout, nn.ConvTranspose2d} <= kinds
     assert all(d.p == pytest.approx(0.2) for d in m.modules() if isinstance(d, nn.Dropout))
     assert m.head.kernel_size == (1, 1) and m.head.out_channels == 4
+
+
+class _BrightestPixel(torch.nn.Module):
+    """An exact 'network' for the test: (u, v) of the brightest pixel, in-view logit = its value."""
+
+    def forward(self, x):
+        n, _, h, w = x.shape
+        flat = x.reshape(n, -1)
+        i = flat.argmax(1)
+        return torch.stack([((i % w).float() + 0.5) / w, ((i // w).float() + 0.5) / h,
+                            flat.amax(1)], 1)
+
+
+def test_d4_averaging_maps_every_view_back_to_the_frame():
+    from spacenav_perception.nets.centroid_net import CentroidNet, D4Averaged
+    x = torch.zeros(3, 1, 16, 16)
+    for k, (r, c) in enumerate([(3, 11), (9, 2), (15, 0)]):
+        x[k, 0, r, c] = 1.0 + k
+    assert torch.allclose(D4Averaged(_BrightestPixel())(x), _BrightestPixel()(x), atol=1e-6)
+    # a real network: same convention and shape, and it scripts (the shipped format)
+    net = D4Averaged(CentroidNet().eval()).eval()
+    y = torch.rand(2, 1, 64, 64)
+    with torch.inference_mode():
+        out = net(y)
+        assert out.shape == (2, 3)
+        assert torch.allclose(torch.jit.script(net)(y), out, atol=1e-5)
+        # averaging over the group makes the answer equivariant: flipping the input flips it
+        flipped = net(y.flip(3))
+    assert torch.allclose(flipped[:, 0], 1 - out[:, 0], atol=1e-5)
+    assert torch.allclose(flipped[:, 1:], out[:, 1:], atol=1e-5)

@@ -118,3 +118,32 @@ class CentroidNet(nn.Module):
         if self.with_map:
             return torch.cat([out, log_w], dim=1)
         return out
+
+
+class D4Averaged(nn.Module):
+    """Test-time averaging over the 8 flips/transposes of the square input (the dihedral group
+    D4, the same transforms training augments with): each view's (u, v) is mapped back to the
+    original frame and the 8 answers (and in-view logits) are averaged.  Same input and output
+    convention as the wrapped network (``xy_norm_logit``); 8x the compute of one pass."""
+    output_convention = 'xy_norm_logit'
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        h = x.flip(3)
+        v = x.flip(2)
+        hv = x.flip([2, 3])
+        views = torch.cat([x, h, v, hv, x.transpose(2, 3), h.transpose(2, 3),
+                           v.transpose(2, 3), hv.transpose(2, 3)], dim=0)
+        p = self.net(views)[:, :3].reshape(8, n, 3)
+        a, b, logit = p[..., 0], p[..., 1], p[..., 2]
+        one = torch.ones_like(a)
+        # view -> original frame: transposed views swap (a, b) first, then undo the flips
+        u = torch.stack([a[0], one[1] - a[1], a[2], one[3] - a[3],
+                         b[4], one[5] - b[5], b[6], one[7] - b[7]], dim=0)
+        w = torch.stack([b[0], b[1], one[2] - b[2], one[3] - b[3],
+                         a[4], a[5], one[6] - a[6], one[7] - a[7]], dim=0)
+        return torch.stack([u.mean(0), w.mean(0), logit.mean(0)], dim=1)

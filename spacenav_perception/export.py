@@ -62,7 +62,7 @@ def _check(name: str, ref: torch.Tensor, got: torch.Tensor, atol: float, rtol: f
 def export_model(model: torch.nn.Module, config: dict, out, formats=('ts', 'pt2', 'onnx'),
                  metrics: dict | None = None, training: dict | None = None,
                  export_command: str | None = None, atol: float = 1e-4, rtol: float = 1e-4,
-                 log=print) -> dict:
+                 log=print, tta: str = 'none') -> dict:
     """Write the formats beside `out` (models/NAME.ts), verify them, write models/NAME.json.
     Returns {'files': [...], 'manifest': path, 'max_abs_diff': {fmt: diff}, 'failed': {fmt: why}}."""
     from .core.manifest import write_manifest
@@ -124,15 +124,28 @@ def export_model(model: torch.nn.Module, config: dict, out, formats=('ts', 'pt2'
         class_names=config.get('class_names', []), metrics=metrics or {},
         training=training or {}, export_command=export_command,
         export={'max_abs_diff_to_eager': diffs, 'failed': failed,
-                'torch': torch.__version__})
+                'torch': torch.__version__, 'test_time_augmentation': tta})
     log(f'wrote {manifest}')
     return {'files': [str(p) for p in written], 'manifest': str(manifest),
             'max_abs_diff': diffs, 'failed': failed}
 
 
+TTA_MODES = ('none', 'd4')
+
+
 def export_checkpoint(checkpoint, out, formats=('ts', 'pt2', 'onnx'), export_command=None,
-                      log=print) -> dict:
+                      log=print, tta: str = 'none') -> dict:
+    """`tta='d4'` (centroid models): the exported graph averages the network over the 8
+    flips/transposes of its input (nets/centroid_net.py D4Averaged); same input and output."""
+    if tta not in TTA_MODES:
+        raise ValueError(f'unknown test-time augmentation {tta!r} (known: {", ".join(TTA_MODES)})')
     model, config = load_checkpoint_model(checkpoint)
+    if tta == 'd4':
+        if config.get('output') != 'xy_norm_logit':
+            raise ValueError("tta 'd4' applies to centroid models with output xy_norm_logit, "
+                             f"not {config.get('task')}/{config.get('output')}")
+        from .nets.centroid_net import D4Averaged
+        model = D4Averaged(model).eval()
     metrics = dict(config.get('metrics', {}))
     training = {'command': config.get('command', ''), 'device': config.get('device', ''),
                 'seconds': config.get('seconds', 0), 'epochs': config.get('epochs'),
@@ -146,4 +159,4 @@ def export_checkpoint(checkpoint, out, formats=('ts', 'pt2', 'onnx'), export_com
     if export_command is None:
         export_command = 'spacenav ' + ' '.join(shlex.quote(a) for a in sys.argv[1:])
     return export_model(model, config, out, formats, metrics=metrics, training=training,
-                        export_command=export_command, log=log)
+                        export_command=export_command, log=log, tta=tta)

@@ -70,6 +70,32 @@ def test_eval_centroid_json_through_cli(centroid_run, capsys, tmp_path):
     assert r['by_phase'] and (tmp_path / 'ev' / 'centroid_errors.png').is_file()
 
 
+def test_d4_export_is_the_averaged_network_in_every_format(centroid_run, tmp_path):
+    from spacenav_perception.export import load_checkpoint_model
+    from spacenav_perception.nets.centroid_net import D4Averaged
+    root, data = centroid_run
+    out = tmp_path / 'centroid.ts'
+    result = export_checkpoint(root / 'run' / 'best.pt', out, ('ts', 'onnx'), tta='d4',
+                               export_command='x')
+    assert not result['failed'], result['failed']
+    manifest = json.loads((tmp_path / 'centroid.json').read_text())
+    assert manifest['export']['test_time_augmentation'] == 'd4'
+    model, _ = load_checkpoint_model(root / 'run' / 'best.pt')
+    x = torch.rand(2, 1, 64, 64)
+    with torch.inference_mode():
+        want = D4Averaged(model)(x)
+        assert torch.allclose(torch.jit.load(str(out))(x), want, atol=1e-5)
+        assert not torch.allclose(model(x), want, atol=1e-5)     # it is not the plain net
+    import onnxruntime as ort
+    sess = ort.InferenceSession(str(tmp_path / 'centroid.onnx'), providers=['CPUExecutionProvider'])
+    got = sess.run(None, {sess.get_inputs()[0].name: x[:1].numpy()})[0]   # exported for batch 1
+    assert np.allclose(got, want[:1].numpy(), atol=1e-4)
+    # an unknown mode is a clear error, and nothing is written
+    with pytest.raises(ValueError, match='unknown test-time augmentation'):
+        export_checkpoint(root / 'run' / 'best.pt', tmp_path / 'x.ts', ('ts',), tta='bogus')
+    assert not (tmp_path / 'x.ts').exists()
+
+
 def test_thesis_model_exports_and_evaluates(tmp_path, capsys):
     data = make_asteroid_set(tmp_path / 'data', n=3, size=128, seed=5)
     task = CentroidTask(data, data, 'thesis')

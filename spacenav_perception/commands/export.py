@@ -17,6 +17,9 @@ def register(subparsers) -> None:
     p.add_argument('--out', required=True, help='primary model file, e.g. models/centroid.ts')
     p.add_argument('--formats', default='ts,pt2,onnx',
                    help='comma-separated subset of ts,pt2,onnx (the --out suffix is always included)')
+    p.add_argument('--tta', choices=('none', 'd4'), default='none',
+                   help='test-time augmentation built into the exported graph; d4 (centroid '
+                        'models): average over the 8 flips/transposes, 8x the compute')
     p.set_defaults(func=run)
 
 
@@ -34,5 +37,9 @@ def run(args) -> int:
         return 2
     if primary not in formats:
         formats.insert(0, primary)
-    result = export_checkpoint(args.checkpoint, args.out, formats)
+    try:
+        export_checkpoint(args.checkpoint, args.out, formats, tta=args.tta)
+    except ValueError as exc:
+        print(f'error: {exc}')
+        return 2
     return 0 if Path(args.out).exists() else 1

@@ -173,3 +173,17 @@ def test_large_rock_rule_is_protrusion_height():
     assert np.all(protrusion >= c - 1e-9) and np.all(protrusion <= 1.22 * c)
     cls = np.where(protrusion >= lunar.LARGE_ROCK_HEIGHT_M, lunar.LARGE_ROCK, lunar.SMALL_ROCK)
     assert cls.tolist() == [lunar.SMALL_ROCK, lunar.SMALL_ROCK, lunar.SMALL_ROCK, lunar.LARGE_ROCK]
+
+
+def test_parallel_chunk_processes_keep_each_others_meta_rows(tmp_path):
+    import subprocess
+    import sys
+    code = ('import sys; from spacenav_perception.synth import lunar; '
+            f'lunar.render_dataset(sys.argv[1], 1, seed=4, width={W}, height={H}, device="cpu", '
+            'progress=False, workers=1, start_index=int(sys.argv[2]))')
+    procs = [subprocess.Popen([sys.executable, '-c', code, str(tmp_path), str(k)])
+             for k in (0, 1, 2)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0, 0]
+    with open(tmp_path / 'meta.csv', newline='') as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r['index']) for r in rows] == [0, 1, 2]

@@ -62,7 +62,6 @@ Dataset layout written by `render_dataset` (the thesis layout, see DEVELOPERS.md
 """
 from __future__ import annotations
 
-import csv
 import math
 import os
 import time
@@ -73,6 +72,7 @@ import numpy as np
 import torch
 
 from spacenav_perception.synth import sensor as sensor_model
+from spacenav_perception.synth.dataset_files import DirLock, read_rows, write_csv_atomic
 
 FOV_DEG = 5.5
 ORBIT_RADIUS_M = 1190.0
@@ -987,36 +987,6 @@ def image_name(index: int) -> str:
     return f'{IMAGE_PREFIX}{index:06d}.png'
 
 
-def _read_rows(path: Path):
-    if not path.exists():
-        return []
-    with open(path, newline='') as fh:
-        return list(csv.DictReader(fh))
-
-
-def _write_csv_atomic(path: Path, fields, rows):
-    tmp = path.with_name(path.name + '.tmp')
-    with open(tmp, 'w', newline='') as fh:
-        w = csv.DictWriter(fh, fieldnames=list(fields), extrasaction='ignore')
-        w.writeheader()
-        for row in rows:
-            w.writerow({k: _fmt(row.get(k, '')) for k in fields})
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _fmt(v):
-    if isinstance(v, (float, np.floating)):
-        v = float(v)
-        return repr(v) if math.isfinite(v) else 'nan'
-    if isinstance(v, (bool, np.bool_)):
-        return int(v)
-    if isinstance(v, np.integer):
-        return int(v)
-    return v
-
-
 def _write_png_atomic(path: Path, image: np.ndarray):
     import cv2
     ok, buf = cv2.imencode('.png', image)
@@ -1026,25 +996,6 @@ def _write_png_atomic(path: Path, image: np.ndarray):
     with open(tmp, 'wb') as fh:
         fh.write(buf.tobytes())
     os.replace(tmp, path)
-
-
-class _DirLock:
-    """Exclusive advisory lock on DIR/.render.lock (POSIX flock; a no-op where unsupported)."""
-
-    def __init__(self, directory: Path):
-        self.path = Path(directory) / '.render.lock'
-
-    def __enter__(self):
-        self.fh = open(self.path, 'a')
-        try:
-            import fcntl
-            fcntl.flock(self.fh, fcntl.LOCK_EX)
-        except (ImportError, OSError):
-            pass
-        return self
-
-    def __exit__(self, *exc):
-        self.fh.close()         # closing releases the lock
 
 
 def render_dataset(out_dir, n: int, seed: int, size: int = 1024, device='auto',
@@ -1067,14 +1018,14 @@ def render_dataset(out_dir, n: int, seed: int, size: int = 1024, device='auto',
     def merge(new_rows):
         # under a lock and from what is on disk *now*, so that several processes rendering
         # chunks into the same directory (--start-index) keep each other's rows
-        with _DirLock(out):
-            old_labels = [r for r in _read_rows(labels_path) if r.get('image_name') not in names]
-            old_meta = [r for r in _read_rows(meta_path) if r.get('image_name') not in names]
+        with DirLock(out):
+            old_labels = [r for r in read_rows(labels_path) if r.get('image_name') not in names]
+            old_meta = [r for r in read_rows(meta_path) if r.get('image_name') not in names]
             if not new_rows and not labels_path.exists():
                 return
             key = lambda r: r['image_name']
-            _write_csv_atomic(meta_path, META_FIELDS, sorted(old_meta + new_rows, key=key))
-            _write_csv_atomic(labels_path, LABEL_FIELDS, sorted(old_labels + new_rows, key=key))
+            write_csv_atomic(meta_path, META_FIELDS, sorted(old_meta + new_rows, key=key))
+            write_csv_atomic(labels_path, LABEL_FIELDS, sorted(old_labels + new_rows, key=key))
 
     merge([])                               # drop rows we are about to re-render, first
     rows = []

@@ -63,7 +63,6 @@ only after the last image (temporary file + rename). A directory without `meta.c
 """
 from __future__ import annotations
 
-import csv
 import math
 import os
 from dataclasses import dataclass, field
@@ -73,6 +72,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from spacenav_perception.synth.dataset_files import DirLock, read_rows, write_csv_atomic
 from spacenav_perception.synth.sensor import blur as sensor_blur, expose, sample_sensor_params
 
 CLASS_NAMES = ('ground', 'small_rock', 'large_rock', 'sky')
@@ -1080,18 +1080,12 @@ def render_dataset(out_dir, n, seed, width=720, height=480, device='auto', start
         bar.close()
     meta_path = out / 'meta.csv'
     names = {r['image_name'] for r in rows}
-    old = []
-    if meta_path.exists():
-        with open(meta_path, newline='') as fh:
-            old = [r for r in csv.DictReader(fh) if r.get('image_name') not in names]
-    allrows = old + rows
-    allrows.sort(key=lambda r: int(r['index']) if str(r.get('index', '')).lstrip('-').isdigit() else 0)
-    tmp = meta_path.with_name('meta.csv.tmp')
-    with open(tmp, 'w', newline='') as fh:
-        wr = csv.DictWriter(fh, fieldnames=list(META_FIELDS), extrasaction='ignore')
-        wr.writeheader()
-        wr.writerows(allrows)
-    os.replace(tmp, meta_path)
+    with DirLock(out):     # other processes may be merging their chunks into the same meta.csv
+        old = [r for r in read_rows(meta_path) if r.get('image_name') not in names]
+        allrows = old + rows
+        allrows.sort(key=lambda r: int(r['index'])
+                     if str(r.get('index', '')).lstrip('-').isdigit() else 0)
+        write_csv_atomic(meta_path, META_FIELDS, allrows)
     seconds = time.time() - t_start
     return {'n': n, 'out': str(out), 'meta': str(meta_path), 'seconds': round(seconds, 2),
             'images_per_s': round(n / max(seconds, 1e-9), 3), 'device': dev.type, 'workers': workers}

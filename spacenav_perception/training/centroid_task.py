@@ -220,9 +220,10 @@ def _shift(img, dx: int, dy: int):
 
 
 def shape_kl(log_w: torch.Tensor, silhouette: torch.Tensor, use: torch.Tensor) -> torch.Tensor:
-    """Mean KL(t || w) over the samples where `use` > 0 and the silhouette does not touch the
-    frame edge; t = the silhouette (N, 1, S, S) area-pooled to the weight map's grid and
-    normalised, log_w = (N, h*w) log-weights (h = w = sqrt of their count)."""
+    """Mean KL(t || w) over the samples where `use` > 0 and the silhouette does not reach the
+    frame edge (no border pixel of the model input half covered or more: the in-frame part of a
+    cut body has another centre); t = the silhouette (N, 1, S, S) area-pooled to the weight
+    map's grid and normalised, log_w = (N, h*w) log-weights (h = w = sqrt of their count)."""
     n, hw = log_w.shape
     h = int(round(math.sqrt(hw)))
     t = F.adaptive_avg_pool2d(silhouette, [h, h]).reshape(n, hw)

@@ -214,3 +214,19 @@ def test_train_on_an_unusable_dataset_is_one_clear_error(tmp_path):
     assert result.returncode == 2
     assert 'missing_image' in result.stdout + result.stderr      # the problem is named
     assert 'no usable images' in result.stderr and 'Traceback' not in result.stderr
+
+
+def test_train_init_from_a_missing_or_foreign_checkpoint_is_one_clear_error(tmp_path):
+    import subprocess
+    import sys
+    tr = make_asteroid_set(tmp_path / 'tr', n=4, size=64, seed=1)
+    torch.save({'model': {'not.a.layer': torch.zeros(3)}}, tmp_path / 'foreign.pt')
+    exe = str(Path(sys.executable).parent / 'spacenav')
+    for init, words in ((tmp_path / 'nothing.pt', 'no such checkpoint'),
+                        (tmp_path / 'foreign.pt', 'no tensor of the checkpoint matches')):
+        result = subprocess.run([exe, 'train', 'centroid', '--data', str(tr), '--val', str(tr),
+                                 '--epochs', '1', '--input-size', '64', '--init', str(init),
+                                 '--out', str(tmp_path / 'run')],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2, result.stderr
+        assert words in result.stderr and 'Traceback' not in result.stderr

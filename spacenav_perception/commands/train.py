@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from pathlib import Path
 
 
 def _common(p, defaults_note: str) -> None:
@@ -89,10 +90,14 @@ def _config(args, defaults: dict):
 def _run(task, cfg) -> int:
     import sys
     from spacenav_perception.data.problems import UnusableDataset
-    from spacenav_perception.training.trainer import Trainer, cleanup_distributed
+    from spacenav_perception.training.trainer import (IncompatibleCheckpoint, Trainer,
+                                                      cleanup_distributed)
+    if cfg.init and not Path(cfg.init).is_file():
+        print(f'spacenav train: error: --init {cfg.init}: no such checkpoint file', file=sys.stderr)
+        return 2
     try:
         result = Trainer(task, cfg).fit()
-    except UnusableDataset as exc:
+    except (UnusableDataset, IncompatibleCheckpoint) as exc:
         print(f'spacenav train: error: {exc}', file=sys.stderr)
         return 2
     finally:

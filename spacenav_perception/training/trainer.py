@@ -128,14 +128,18 @@ def adamw_one_cycle(model, cfg, n_train: int, final_div_factor: float):
     return opt, sched
 
 
+class IncompatibleCheckpoint(ValueError):
+    """--init names a checkpoint none of whose tensors fit the model."""
+
+
 def load_init_weights(model, state: dict):
     """Warm start: copy every tensor of `state` whose name and shape match the model's.
     Returns (n_loaded, names the checkpoint lacks, checkpoint names not used); raises
-    ValueError when nothing matches (the wrong task's checkpoint, say)."""
+    IncompatibleCheckpoint when nothing matches (the wrong task's checkpoint, say)."""
     own = model.state_dict()
     use = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not use:
-        raise ValueError('--init: no tensor of the checkpoint matches this model '
+        raise IncompatibleCheckpoint('--init: no tensor of the checkpoint matches this model '
                          '(a checkpoint of another architecture or task?)')
     model.load_state_dict(use, strict=False)
     fresh = sorted(k for k in own if k not in use)

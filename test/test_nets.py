@@ -55,6 +55,7 @@ def test_centroid_net_output_convention_and_uniform_map_gives_centre():
     (CentroidNet, (1, 1, 192, 192), (1, 3)),
     (lambda: ReportUNet(base=8), (1, 3, 64, 96), (1, 4, 64, 96)),
     (lambda: HazardNet(), (1, 3, 240, 352), (1, 4, 240, 352)),
+    (lambda: HazardNet(full_res=True), (1, 3, 240, 352), (1, 4, 240, 352)),
 ])
 def test_scripted_matches_eager(factory, shape, out_shape):
     m = factory().eval()

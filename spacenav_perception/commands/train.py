@@ -64,7 +64,9 @@ def register(subparsers) -> None:
                     '(default): residual encoder + U-Net decoder, CE + Dice, AdamW 2e-3 '
                     'one-cycle. --arch unet: the report\'s custom U-Net, CE, Adam 1e-3.')
     _common(s, 'default: per --arch')
-    s.add_argument('--arch', choices=('hazardnet', 'unet'), default='hazardnet')
+    s.add_argument('--arch', choices=('hazardnet', 'hazardnet_fr', 'unet'), default='hazardnet',
+                   help='hazardnet_fr: hazardnet with an input-resolution output stage (more '
+                        'accurate, slower)')
     s.add_argument('--masks', choices=('clean', 'ground'), default='clean')
     s.add_argument('--input-hw', type=int, nargs=2, default=None, metavar=('H', 'W'),
                    help='model input height width (default 240 352)')

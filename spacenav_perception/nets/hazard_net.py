@@ -2,9 +2,11 @@
 
 Input (N, 3, H, W) RGB in [0, 1] normalised per the manifest (H, W multiples of 32; default
 256 x 384 for 480 x 720 frames).  Output (N, 4, H, W) class logits (``logits_nchw``): the decoder
-goes down to stride 2; a light full-resolution stage then joins the upsampled decoder features
-with features of the input image itself, so rock outlines are drawn at the input's resolution
-(small rocks are a few pixels across at the model input).
+goes down to stride 2 and a bilinear x2 brings its logits to the input size.  With
+``full_res=True`` (arch ``hazardnet_fr``) a light stage at the input's resolution instead joins
+the upsampled decoder features with features of the input image itself, so rock outlines are
+drawn per input pixel (small rocks are a few pixels across at the model input): more accurate,
+and about 9 ms slower per frame on a 2-core CPU (see docs/RESULTS_MODELS.md).
 """
 from typing import List
 
@@ -31,8 +33,9 @@ class HazardNet(nn.Module):
     output_convention = 'logits_nchw'
 
     def __init__(self, in_channels: int = 3, num_classes: int = NUM_CLASSES,
-                 widths=(24, 32, 48, 96, 160), dec=(96, 64, 48, 32)):
+                 widths=(24, 32, 48, 96, 160), dec=(96, 64, 48, 32), full_res: bool = False):
         super().__init__()
+        self.full_res = full_res
         w0, w1, w2, w3, w4 = widths
         self.stem = ConvBNAct(in_channels, w0, 3, 2)                               # /2
         self.enc1 = nn.Sequential(ResBlock(w0, w1, 2), ResBlock(w1, w1))           # /4
@@ -44,11 +47,17 @@ class HazardNet(nn.Module):
         self.dec2 = DecoderBlock(dec[0], w2, dec[1])
         self.dec1 = DecoderBlock(dec[1], w1, dec[2])
         self.dec0 = DecoderBlock(dec[2], w0, dec[3])
-        # full-resolution stage: image features (stride 1) + projected decoder features
-        self.full_img = ConvBNAct(in_channels, 8, 3)
-        self.full_dec = ConvBNAct(dec[3], 16, 1)
-        self.full = ConvBNAct(24, 16, 3)
-        self.head = nn.Conv2d(16, num_classes, 1)
+        if full_res:
+            # input-resolution stage: image features (stride 1) + projected decoder features
+            self.full_img = ConvBNAct(in_channels, 8, 3)
+            self.full_dec = ConvBNAct(dec[3], 16, 1)
+            self.full = ConvBNAct(24, 16, 3)
+            self.head = nn.Conv2d(16, num_classes, 1)
+        else:
+            self.full_img = nn.Identity()
+            self.full_dec = nn.Identity()
+            self.full = nn.Identity()
+            self.head = nn.Conv2d(dec[3], num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size: List[int] = [x.shape[-2], x.shape[-1]]
@@ -63,5 +72,7 @@ class HazardNet(nn.Module):
         p = self.dec2(p, s2)
         p = self.dec1(p, s1)
         p = self.dec0(p, s0)
-        p = F.interpolate(self.full_dec(p), size=size, mode='bilinear', align_corners=False)
-        return self.head(self.full(torch.cat([p, self.full_img(x)], dim=1)))
+        if self.full_res:
+            p = F.interpolate(self.full_dec(p), size=size, mode='bilinear', align_corners=False)
+            return self.head(self.full(torch.cat([p, self.full_img(x)], dim=1)))
+        return F.interpolate(self.head(p), size=size, mode='bilinear', align_corners=False)

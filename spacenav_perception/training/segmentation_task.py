@@ -6,6 +6,7 @@ masks (DIR/images/clean/cleanNNNN.png or ground/groundNNNN.png) are decoded to c
 
 - ``hazardnet`` (default): cross-entropy + soft Dice (the Dice term keeps the rare rock
   classes from being ignored), AdamW + warm-up/cosine, flips and photometric jitter.
+  ``hazardnet_fr``: the same with logits drawn at the input's resolution (nets/hazard_net.py).
 - ``unet``: the report's custom U-Net: cross-entropy, Adam 1e-3 constant, same data.
 
 Validation: a confusion matrix accumulated over the set at model-input resolution -> per-class
@@ -25,7 +26,7 @@ from .trainer import adamw_one_cycle
 from ..data.lunar_dataset import classify_mask, find_samples, read_rgb
 from ..data.problems import DataProblems, UnusableDataset
 
-ARCHS = ('hazardnet', 'unet')
+ARCHS = ('hazardnet', 'hazardnet_fr', 'unet')
 CLASS_NAMES = ['ground', 'small_rock', 'large_rock', 'sky']
 NUM_CLASSES = 4
 MEAN = [0.5, 0.5, 0.5]
@@ -44,9 +45,9 @@ def build_model(arch: str):
     if arch == 'unet':
         from ..nets.report_unet import ReportUNet
         return ReportUNet(in_channels=3, num_classes=NUM_CLASSES)
-    if arch == 'hazardnet':
+    if arch in ('hazardnet', 'hazardnet_fr'):
         from ..nets.hazard_net import HazardNet
-        return HazardNet(in_channels=3, num_classes=NUM_CLASSES)
+        return HazardNet(in_channels=3, num_classes=NUM_CLASSES, full_res=arch == 'hazardnet_fr')
     raise ValueError(f'unknown segmentation arch {arch!r} (known: {", ".join(ARCHS)})')
 
 

@@ -171,27 +171,27 @@ class CentroidDataset(Dataset):
 
     def _geometric(self, img, sil, u, v, i, rng):
         """Label-exact D4 flips/transposes and integer shifts, applied alike to the image and
-        its silhouette."""
+        its silhouette (moved together as one (H, W, 2) array)."""
+        both = np.stack([img, sil], axis=-1)
         x0, y0, x1, y1 = self.bbox[i]
         if rng.random() < 0.5:
-            img, sil, u = img[:, ::-1], sil[:, ::-1], 1.0 - u
+            both, u = both[:, ::-1], 1.0 - u
             x0, x1 = self.size - 1 - x1, self.size - 1 - x0
         if rng.random() < 0.5:
-            img, sil, v = img[::-1, :], sil[::-1, :], 1.0 - v
+            both, v = both[::-1, :], 1.0 - v
             y0, y1 = self.size - 1 - y1, self.size - 1 - y0
         if rng.random() < 0.5:
-            img, sil, u, v = img.T, sil.T, v, u
+            both, u, v = both.swapaxes(0, 1), v, u
             x0, y0, x1, y1 = y0, x0, y1, x1
         if rng.random() < 0.7 and x1 >= x0:
             # only along axes where the lit pixels do not touch the frame edge (a body cut by
             # the edge must stay cut there)
             dx = int(rng.integers(-x0, self.size - x1)) if 0 < x0 and x1 < self.size - 1 else 0
             dy = int(rng.integers(-y0, self.size - y1)) if 0 < y0 and y1 < self.size - 1 else 0
-            img = _shift(img, dx, dy)
-            sil = _shift(sil, dx, dy)
+            both = _shift(both, dx, dy)
             u += dx / self.size
             v += dy / self.size
-        return np.ascontiguousarray(img), np.ascontiguousarray(sil), u, v
+        return np.ascontiguousarray(both[..., 0]), np.ascontiguousarray(both[..., 1]), u, v
 
     @staticmethod
     def _photometric(img, rng):
@@ -213,7 +213,7 @@ def _bbox(img: np.ndarray):
 
 def _shift(img, dx: int, dy: int):
     out = np.zeros_like(img)
-    h, w = img.shape
+    h, w = img.shape[:2]
     out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
         img[max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)]
     return out

@@ -56,6 +56,7 @@ def test_centroid_net_output_convention_and_uniform_map_gives_centre():
     (lambda: ReportUNet(base=8), (1, 3, 64, 96), (1, 4, 64, 96)),
     (lambda: HazardNet(), (1, 3, 240, 352), (1, 4, 240, 352)),
     (lambda: HazardNet(full_res=True), (1, 3, 240, 352), (1, 4, 240, 352)),
+    (lambda: HazardNet(subpixel=True), (1, 3, 240, 352), (1, 4, 240, 352)),
 ])
 def test_scripted_matches_eager(factory, shape, out_shape):
     m = factory().eval()
@@ -65,6 +66,44 @@ def test_scripted_matches_eager(factory, shape, out_shape):
         got = torch.jit.script(m)(x)
     assert ref.shape == out_shape
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+
+
+class _SpaceToDepthSkip(nn.Module):
+    """Stands in for the last decoder block: returns the space-to-depth input it was given."""
+
+    def forward(self, x, skip):
+        return skip[:, -12:]
+
+
+def test_subpixel_head_puts_each_pixel_back_where_it_came_from():
+    """The sub-pixel stage rearranges 2 x 2 blocks twice (space-to-depth in, pixel shuffle out);
+    with the decoder replaced by a pass-through of the rearranged input and a head that copies
+    colour c to class c, the logits must be the input image itself, pixel for pixel."""
+    m = HazardNet(subpixel=True).eval()
+    m.dec0 = _SpaceToDepthSkip()
+    m.head = nn.Conv2d(12, 16, 1, bias=False)
+    with torch.no_grad():
+        m.head.weight.zero_()
+        for c in range(3):           # pixel_unshuffle / pixel_shuffle channel = c * 4 + sub-pixel
+            for k in range(4):
+                m.head.weight[c * 4 + k, c * 4 + k] = 1.0
+        x = torch.rand(2, 3, 64, 96)
+        out = m(x)
+    assert out.shape == (2, 4, 64, 96)
+    torch.testing.assert_close(out[:, :3], x)
+    assert torch.count_nonzero(out[:, 3]) == 0
+
+
+def test_train_cli_segmentation_archs_match_the_task():
+    from spacenav_perception.commands.train import SEGMENTATION_ARCHS
+    from spacenav_perception.training.segmentation_task import ARCHS, build_model
+    assert SEGMENTATION_ARCHS == ARCHS
+    assert build_model('hazardnet_sp').subpixel
+
+
+def test_hazardnet_output_stages_are_exclusive():
+    with pytest.raises(ValueError, match='pick one'):
+        HazardNet(full_res=True, subpixel=True)
 
 
 def test_report_unet_structure():

@@ -6,6 +6,10 @@ import shlex
 import sys
 from pathlib import Path
 
+# the same names as training/segmentation_task.ARCHS (kept here so that --help needs no torch;
+# test_cli_help checks that the two agree)
+SEGMENTATION_ARCHS = ('hazardnet', 'hazardnet_fr', 'hazardnet_sp', 'unet')
+
 
 def _common(p, defaults_note: str) -> None:
     p.add_argument('--data', required=True, help='training dataset folder')
@@ -64,9 +68,11 @@ def register(subparsers) -> None:
                     '(default): residual encoder + U-Net decoder, CE + Dice, AdamW 2e-3 '
                     'one-cycle. --arch unet: the report\'s custom U-Net, CE, Adam 1e-3.')
     _common(s, 'default: per --arch')
-    s.add_argument('--arch', choices=('hazardnet', 'hazardnet_fr', 'unet'), default='hazardnet',
+    s.add_argument('--arch', choices=SEGMENTATION_ARCHS, default='hazardnet',
                    help='hazardnet_fr: hazardnet with an input-resolution output stage (more '
-                        'accurate, slower)')
+                        'accurate, slower); hazardnet_sp: per-pixel logits from a stride-2 '
+                        'sub-pixel head fed with the space-to-depth input (close to '
+                        'hazardnet\'s speed)')
     s.add_argument('--masks', choices=('clean', 'ground'), default='clean')
     s.add_argument('--input-hw', type=int, nargs=2, default=None, metavar=('H', 'W'),
                    help='model input height width (default 240 352)')

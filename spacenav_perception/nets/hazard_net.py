@@ -6,7 +6,12 @@ goes down to stride 2 and a bilinear x2 brings its logits to the input size.  Wi
 ``full_res=True`` (arch ``hazardnet_fr``) a light stage at the input's resolution instead joins
 the upsampled decoder features with features of the input image itself, so rock outlines are
 drawn per input pixel (small rocks are a few pixels across at the model input): more accurate,
-and about 9 ms slower per frame on a 2-core CPU (see docs/RESULTS_MODELS.md).
+and about 9 ms slower per frame on a 2-core CPU (see docs/RESULTS_MODELS.md).  With
+``subpixel=True`` (arch ``hazardnet_sp``) the same per-pixel detail comes at stride 2: the last
+decoder block also sees the input image rearranged space-to-depth (each 2 x 2 block of pixels as
+12 channels) and the head predicts the logits of the four pixels of each 2 x 2 block, put back in
+place by a pixel shuffle; nothing runs at the input's resolution (about 3 ms slower than the
+bilinear head instead of 9-12 ms for ``full_res``).
 """
 from typing import List
 
@@ -33,9 +38,13 @@ class HazardNet(nn.Module):
     output_convention = 'logits_nchw'
 
     def __init__(self, in_channels: int = 3, num_classes: int = NUM_CLASSES,
-                 widths=(24, 32, 48, 96, 160), dec=(96, 64, 48, 32), full_res: bool = False):
+                 widths=(24, 32, 48, 96, 160), dec=(96, 64, 48, 32), full_res: bool = False,
+                 subpixel: bool = False):
         super().__init__()
+        if full_res and subpixel:
+            raise ValueError('full_res and subpixel are two different output stages; pick one')
         self.full_res = full_res
+        self.subpixel = subpixel
         w0, w1, w2, w3, w4 = widths
         self.stem = ConvBNAct(in_channels, w0, 3, 2)                               # /2
         self.enc1 = nn.Sequential(ResBlock(w0, w1, 2), ResBlock(w1, w1))           # /4
@@ -46,13 +55,19 @@ class HazardNet(nn.Module):
         self.dec3 = DecoderBlock(w4, w3, dec[0])
         self.dec2 = DecoderBlock(dec[0], w2, dec[1])
         self.dec1 = DecoderBlock(dec[1], w1, dec[2])
-        self.dec0 = DecoderBlock(dec[2], w0, dec[3])
+        # subpixel: the stride-2 block also sees the space-to-depth input (4 pixels x channels)
+        self.dec0 = DecoderBlock(dec[2], w0 + (4 * in_channels if subpixel else 0), dec[3])
         if full_res:
             # input-resolution stage: image features (stride 1) + projected decoder features
             self.full_img = ConvBNAct(in_channels, 8, 3)
             self.full_dec = ConvBNAct(dec[3], 16, 1)
             self.full = ConvBNAct(24, 16, 3)
             self.head = nn.Conv2d(16, num_classes, 1)
+        elif subpixel:
+            self.full_img = nn.Identity()
+            self.full_dec = nn.Identity()
+            self.full = nn.Identity()
+            self.head = nn.Conv2d(dec[3], 4 * num_classes, 1)   # 2 x 2 pixels per position
         else:
             self.full_img = nn.Identity()
             self.full_dec = nn.Identity()
@@ -71,6 +86,9 @@ class HazardNet(nn.Module):
         p = self.dec3(p, s3)
         p = self.dec2(p, s2)
         p = self.dec1(p, s1)
+        if self.subpixel:
+            p = self.dec0(p, torch.cat([s0, F.pixel_unshuffle(x, 2)], dim=1))
+            return F.pixel_shuffle(self.head(p), 2)
         p = self.dec0(p, s0)
         if self.full_res:
             p = F.interpolate(self.full_dec(p), size=size, mode='bilinear', align_corners=False)

@@ -6,7 +6,8 @@ masks (DIR/images/clean/cleanNNNN.png or ground/groundNNNN.png) are decoded to c
 
 - ``hazardnet`` (default): cross-entropy + soft Dice (the Dice term keeps the rare rock
   classes from being ignored), AdamW + warm-up/cosine, flips and photometric jitter.
-  ``hazardnet_fr``: the same with logits drawn at the input's resolution (nets/hazard_net.py).
+  ``hazardnet_fr``: the same with logits drawn at the input's resolution; ``hazardnet_sp``: the
+  same with per-pixel logits from a stride-2 sub-pixel head (nets/hazard_net.py).
 - ``unet``: the report's custom U-Net: cross-entropy, Adam 1e-3 constant, same data.
 
 Validation: a confusion matrix accumulated over the set at model-input resolution -> per-class
@@ -26,7 +27,7 @@ from .trainer import adamw_one_cycle
 from ..data.lunar_dataset import classify_mask, find_samples, read_rgb
 from ..data.problems import DataProblems, UnusableDataset
 
-ARCHS = ('hazardnet', 'hazardnet_fr', 'unet')
+ARCHS = ('hazardnet', 'hazardnet_fr', 'hazardnet_sp', 'unet')
 CLASS_NAMES = ['ground', 'small_rock', 'large_rock', 'sky']
 NUM_CLASSES = 4
 MEAN = [0.5, 0.5, 0.5]
@@ -45,9 +46,10 @@ def build_model(arch: str):
     if arch == 'unet':
         from ..nets.report_unet import ReportUNet
         return ReportUNet(in_channels=3, num_classes=NUM_CLASSES)
-    if arch in ('hazardnet', 'hazardnet_fr'):
+    if arch in ('hazardnet', 'hazardnet_fr', 'hazardnet_sp'):
         from ..nets.hazard_net import HazardNet
-        return HazardNet(in_channels=3, num_classes=NUM_CLASSES, full_res=arch == 'hazardnet_fr')
+        return HazardNet(in_channels=3, num_classes=NUM_CLASSES, full_res=arch == 'hazardnet_fr',
+                         subpixel=arch == 'hazardnet_sp')
     raise ValueError(f'unknown segmentation arch {arch!r} (known: {", ".join(ARCHS)})')
 
 

@@ -94,12 +94,12 @@ def _untrained_config(name: str, like: dict | None = None) -> tuple:
                   'class_names': []}
         return task.build_model(arch, size), config
     from spacenav_perception.training import segmentation_task as task
-    h, w = task.arch_defaults('hazardnet')['input_hw']
-    config = {'task': 'segmentation', 'arch': 'hazardnet',
+    h, w = task.arch_defaults(task.DEFAULT_ARCH)['input_hw']
+    config = {'task': 'segmentation', 'arch': task.DEFAULT_ARCH,
               'input': {'height': h, 'width': w, 'channels': 3, 'resize': 'area',
                         'mean': list(task.MEAN), 'std': list(task.STD)},
               'output': 'logits_nchw', 'class_names': list(task.CLASS_NAMES)}
-    return task.build_model('hazardnet'), config
+    return task.build_model(task.DEFAULT_ARCH), config
 
 
 def _export_untrained(name: str, out_dir: Path, engines, like=None) -> tuple[dict, str]:

@@ -95,9 +95,10 @@ def test_subpixel_head_puts_each_pixel_back_where_it_came_from():
 
 
 def test_train_cli_segmentation_archs_match_the_task():
-    from spacenav_perception.commands.train import SEGMENTATION_ARCHS
-    from spacenav_perception.training.segmentation_task import ARCHS, build_model
+    from spacenav_perception.commands.train import SEGMENTATION_ARCHS, SEGMENTATION_DEFAULT_ARCH
+    from spacenav_perception.training.segmentation_task import ARCHS, DEFAULT_ARCH, build_model
     assert SEGMENTATION_ARCHS == ARCHS
+    assert SEGMENTATION_DEFAULT_ARCH == DEFAULT_ARCH
     assert build_model('hazardnet_sp').subpixel
 
 

@@ -4,10 +4,10 @@ Images (DIR/images/render/renderNNNN.png) are resized to the model input with IN
 masks (DIR/images/clean/cleanNNNN.png or ground/groundNNNN.png) are decoded to class ids
 (dominant channel, DEVELOPERS.md) and resized with nearest neighbour; both stay in memory.
 
-- ``hazardnet`` (default): cross-entropy + soft Dice (the Dice term keeps the rare rock
-  classes from being ignored), AdamW + warm-up/cosine, flips and photometric jitter.
-  ``hazardnet_fr``: the same with logits drawn at the input's resolution; ``hazardnet_sp``: the
-  same with per-pixel logits from a stride-2 sub-pixel head (nets/hazard_net.py).
+- ``hazardnet``: cross-entropy + soft Dice (the Dice term keeps the rare rock classes from
+  being ignored), AdamW + warm-up/cosine, flips and photometric jitter. ``hazardnet_sp``
+  (default, shipped): the same with per-pixel logits from a stride-2 sub-pixel head;
+  ``hazardnet_fr``: the same with logits drawn at the input's resolution (nets/hazard_net.py).
 - ``unet``: the report's custom U-Net: cross-entropy, Adam 1e-3 constant, same data.
 
 Validation: a confusion matrix accumulated over the set at model-input resolution -> per-class
@@ -28,6 +28,7 @@ from ..data.lunar_dataset import classify_mask, find_samples, read_rgb
 from ..data.problems import DataProblems, UnusableDataset
 
 ARCHS = ('hazardnet', 'hazardnet_fr', 'hazardnet_sp', 'unet')
+DEFAULT_ARCH = 'hazardnet_sp'     # the shipped models/hazard.* design
 CLASS_NAMES = ['ground', 'small_rock', 'large_rock', 'sky']
 NUM_CLASSES = 4
 MEAN = [0.5, 0.5, 0.5]
@@ -158,7 +159,7 @@ class SegmentationTask:
     metric_name = 'val_miou'
     metric_mode = 'max'
 
-    def __init__(self, data, val, arch='hazardnet', masks='clean', input_hw=None, seed=0,
+    def __init__(self, data, val, arch=DEFAULT_ARCH, masks='clean', input_hw=None, seed=0,
                  limit=0, crop_hw=None):
         self.crop_hw = tuple(crop_hw) if crop_hw else None
         if arch not in ARCHS:

@@ -57,22 +57,18 @@ class HazardNet(nn.Module):
         self.dec1 = DecoderBlock(dec[1], w1, dec[2])
         # subpixel: the stride-2 block also sees the space-to-depth input (4 pixels x channels)
         self.dec0 = DecoderBlock(dec[2], w0 + (4 * in_channels if subpixel else 0), dec[3])
+        head_in, head_out = dec[3], num_classes
         if full_res:
             # input-resolution stage: image features (stride 1) + projected decoder features
             self.full_img = ConvBNAct(in_channels, 8, 3)
             self.full_dec = ConvBNAct(dec[3], 16, 1)
             self.full = ConvBNAct(24, 16, 3)
-            self.head = nn.Conv2d(16, num_classes, 1)
-        elif subpixel:
-            self.full_img = nn.Identity()
-            self.full_dec = nn.Identity()
-            self.full = nn.Identity()
-            self.head = nn.Conv2d(dec[3], 4 * num_classes, 1)   # 2 x 2 pixels per position
+            head_in = 16
         else:
-            self.full_img = nn.Identity()
-            self.full_dec = nn.Identity()
-            self.full = nn.Identity()
-            self.head = nn.Conv2d(dec[3], num_classes, 1)
+            self.full_img, self.full_dec, self.full = nn.Identity(), nn.Identity(), nn.Identity()
+            if subpixel:
+                head_out = 4 * num_classes          # the 2 x 2 pixels of each position
+        self.head = nn.Conv2d(head_in, head_out, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size: List[int] = [x.shape[-2], x.shape[-1]]

@@ -1,4 +1,5 @@
 """Export (ts / pt2 / onnx + one manifest) and evaluation through the runtime path."""
+import csv
 import json
 
 import numpy as np
@@ -68,6 +69,16 @@ def test_eval_centroid_json_through_cli(centroid_run, capsys, tmp_path):
     assert r['n'] == 6 and r['n_no_target'] == 0
     assert set(r['baselines']['cob']) >= {'n', 'mean_px', 'median_px', 'p90_px', 'p95_px', 'max_px'}
     assert r['by_phase'] and (tmp_path / 'ev' / 'centroid_errors.png').is_file()
+    # meta.csv explains the frames: every disc is whole in the frame, and the scale-free error
+    # is the per-frame error over the disc's apparent diameter
+    assert [(b['cut_by_edge'], b['n']) for b in r['by_edge_cut']] == [(0, 6)]
+    rows = list(csv.DictReader(open(tmp_path / 'ev' / 'per_frame.csv')))
+    diam = {m['image_name']: float(m['apparent_diameter_px'])
+            for m in csv.DictReader(open(data / 'meta.csv'))}
+    ratios = [float(row['error_px']) / diam[row['image_name']] for row in rows]
+    assert r['relative_to_diameter']['model']['n'] == 6
+    assert r['relative_to_diameter']['model']['median'] == pytest.approx(np.median(ratios), rel=1e-3)
+    assert r['relative_to_diameter']['cob']['n'] == 6
 
 
 def test_d4_export_is_the_averaged_network_in_every_format(centroid_run, tmp_path):

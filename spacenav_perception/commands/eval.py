@@ -17,7 +17,9 @@ def register(subparsers) -> None:
         help='centroid error in full-resolution px vs the centre-of-brightness baseline',
         description='Error in full-resolution px (n, mean, median, p90, p95, max) of the model '
                     'and of the classical baseline cob (Otsu threshold + intensity-weighted '
-                    'centre of brightness), by phase-angle bin when meta.csv has phase_deg. '
+                    'centre of brightness); where meta.csv has the columns, also by phase-angle bin '
+                    '(phase_deg), whole vs cut by the frame edge (cut_by_edge) and as a '
+                    'fraction of the apparent diameter (apparent_diameter_px). '
                     'Frames the model calls not-in-view are misses: counted in n_no_target and '
                     'excluded from the px statistics (all_frames in the JSON repeats them with '
                     'the position used anyway).')

@@ -8,6 +8,13 @@ publish no centroid for them.  They are counted in ``n_no_target`` and left out 
 statistics (which are over the ``n`` frames with a published centroid); ``all_frames`` repeats
 the statistics with the predicted position used anyway.  The baseline (Otsu + centre of
 brightness) is a miss when nothing lies above the threshold.
+
+Where DIR/meta.csv (written by ``spacenav synth asteroid``) explains the frames, the result also
+breaks the error down: ``by_phase`` (sun phase angle bins), ``by_edge_cut`` (body whole in the
+frame or cut by the frame edge, column ``cut_by_edge``) and ``relative_to_diameter`` (error
+divided by the body's apparent diameter in px, column ``apparent_diameter_px``: a scale-free
+figure, since the error of a shape-inference model grows with the body's size in the image).
+Data sets without those columns simply get no breakdown.
 """
 from __future__ import annotations
 
@@ -36,6 +43,26 @@ def stats(errors) -> dict:
             'max_px': float(e.max())}
 
 
+def _meta_float(meta, key: str) -> float:
+    try:
+        return float(meta.get(key, 'nan'))
+    except (AttributeError, TypeError, ValueError):
+        return math.nan
+
+
+def _breakdown(rows: list, err: np.ndarray, base: dict) -> list:
+    """[{**label, **stats(model), n_no_target, baselines: {k: stats}}] for each (label, mask)
+    in `rows` whose mask selects at least one frame."""
+    out = []
+    for label, sel in rows:
+        if not sel.any():
+            continue
+        row = {**label, **stats(err[sel]), 'n_no_target': int(np.sum(~np.isfinite(err[sel])))}
+        row['baselines'] = {k: stats(v[sel]) for k, v in base.items()}
+        out.append(row)
+    return out
+
+
 def _encoding(img: np.ndarray) -> str:
     if img.dtype == np.uint16:
         return 'mono16'
@@ -54,7 +81,8 @@ def evaluate_centroid(data, model=None, device='cpu', out=None, min_confidence=0
     predictor = CentroidPredictor(engine, min_confidence=min_confidence)
     data = Path(data)
     records = read_dataset(data, limit)
-    names, err, err_any, base_err, phase, latency = [], [], [], {k: [] for k in BASELINES}, [], []
+    names, err, err_any, base_err, latency = [], [], [], {k: [] for k in BASELINES}, []
+    phase, diameter, cut = [], [], []
     n_no_target = n_skipped = 0
     for rec in tqdm(records, desc='eval centroid', disable=not progress):
         name, x, y = rec.name, rec.x, rec.y
@@ -76,10 +104,9 @@ def evaluate_centroid(data, model=None, device='cpu', out=None, min_confidence=0
             bx, by = fn(img)
             base_err[k].append(math.hypot(bx - x, by - y))
         names.append(name)
-        try:
-            phase.append(float(rec.meta.get('phase_deg', 'nan')))
-        except (TypeError, ValueError):
-            phase.append(math.nan)
+        phase.append(_meta_float(rec.meta, 'phase_deg'))
+        diameter.append(_meta_float(rec.meta, 'apparent_diameter_px'))
+        cut.append(_meta_float(rec.meta, 'cut_by_edge'))
     result = stats(err)
     result.update({
         'n_frames': len(names), 'n_no_target': n_no_target, 'n_skipped': n_skipped,
@@ -93,19 +120,25 @@ def evaluate_centroid(data, model=None, device='cpu', out=None, min_confidence=0
         'predictor_latency_ms': {'p50': float(np.median(latency) * 1e3) if latency else None,
                                  'p90': float(np.percentile(latency, 90) * 1e3) if latency else None},
     })
+    e, ea = np.asarray(err), {k: np.asarray(v) for k, v in base_err.items()}
     ph = np.asarray(phase)
     if len(ph) and np.isfinite(ph).any():
-        by = []
-        e, ea = np.asarray(err), {k: np.asarray(v) for k, v in base_err.items()}
-        for lo, hi in zip(PHASE_BINS[:-1], PHASE_BINS[1:]):
-            sel = (ph >= lo) & (ph < hi)
-            if not sel.any():
-                continue
-            row = {'phase_deg': [lo, hi], **stats(e[sel]),
-                   'n_no_target': int(np.sum(~np.isfinite(e[sel])))}
-            row['baselines'] = {k: stats(v[sel]) for k, v in ea.items()}
-            by.append(row)
-        result['by_phase'] = by
+        result['by_phase'] = _breakdown(
+            [({'phase_deg': [lo, hi]}, (ph >= lo) & (ph < hi))
+             for lo, hi in zip(PHASE_BINS[:-1], PHASE_BINS[1:])], e, ea)
+    cuts = np.asarray(cut)
+    if len(cuts) and np.isfinite(cuts).any():
+        result['by_edge_cut'] = _breakdown(
+            [({'cut_by_edge': v}, cuts == v) for v in (0, 1)], e, ea)
+    diam = np.asarray(diameter)
+    known = np.isfinite(diam) & (diam > 0)
+    if known.any():
+        def rel(v):
+            r = v[known] / diam[known]
+            r = r[np.isfinite(r)]
+            return ({'n': int(len(r)), 'median': float(np.median(r)),
+                     'p95': float(np.percentile(r, 95))} if len(r) else {'n': 0})
+        result['relative_to_diameter'] = {'model': rel(e), **{k: rel(v) for k, v in ea.items()}}
     if out:
         from ..training import plots
         out = Path(out)
@@ -118,10 +151,12 @@ def evaluate_centroid(data, model=None, device='cpu', out=None, min_confidence=0
             json.dump(result, f, indent=2)
         with open(out / 'per_frame.csv', 'w') as f:
             f.write('image_name,error_px,error_any_px,' +
-                    ','.join(f'{k}_error_px' for k in base_err) + ',phase_deg\n')
+                    ','.join(f'{k}_error_px' for k in base_err) +
+                    ',phase_deg,apparent_diameter_px,cut_by_edge\n')
             for i, n in enumerate(names):
                 f.write(f'{n},{err[i]:.4f},{err_any[i]:.4f},' +
-                        ','.join(f'{base_err[k][i]:.4f}' for k in base_err) + f',{phase[i]}\n')
+                        ','.join(f'{base_err[k][i]:.4f}' for k in base_err) +
+                        f',{phase[i]},{diameter[i]},{cut[i]}\n')
     return result
 
 
@@ -135,6 +170,14 @@ def format_table(result: dict) -> str:
              row('model', result, f'no-target: {result["n_no_target"]}')]
     for k, s in result['baselines'].items():
         lines.append(row(k, s, f'no-target: {s["n_no_target"]}'))
+    rel = result.get('relative_to_diameter', {}).get('model', {})
+    if rel.get('n'):
+        lines.append(f'error / apparent diameter: median {rel["median"]:.4f}, p95 {rel["p95"]:.4f} '
+                     f'(n {rel["n"]})')
+    for b in result.get('by_edge_cut', []):
+        lines.append(f'{"cut by the frame edge" if b["cut_by_edge"] else "whole in the frame"}: '
+                     f'model median {b["median_px"] if b["median_px"] is None else round(b["median_px"], 2)} '
+                     f'(n {b["n"]})')
     for b in result.get('by_phase', []):
         lines.append(f'phase {b["phase_deg"][0]:>3}-{b["phase_deg"][1]:<3}: model median '
                      f'{b["median_px"] if b["median_px"] is None else round(b["median_px"], 2)} '

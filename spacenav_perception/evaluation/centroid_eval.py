@@ -161,10 +161,12 @@ def evaluate_centroid(data, model=None, device='cpu', out=None, min_confidence=0
 
 
 def format_table(result: dict) -> str:
+    def px(v) -> str:
+        return '-' if v is None else f'{v:.2f}'
+
     def row(name, s, extra=''):
-        f = lambda v: '-' if v is None else f'{v:.2f}'
-        return (f'{name:<10} {s["n"]:>5} {f(s["mean_px"]):>8} {f(s["median_px"]):>8} '
-                f'{f(s["p90_px"]):>8} {f(s["p95_px"]):>8} {f(s["max_px"]):>9} {extra}')
+        return (f'{name:<10} {s["n"]:>5} {px(s["mean_px"]):>8} {px(s["median_px"]):>8} '
+                f'{px(s["p90_px"]):>8} {px(s["p95_px"]):>8} {px(s["max_px"]):>9} {extra}')
     lines = [f'{"method":<10} {"n":>5} {"mean":>8} {"median":>8} {"p90":>8} {"p95":>8} {"max":>9}'
              '  [full-resolution px]',
              row('model', result, f'no-target: {result["n_no_target"]}')]
@@ -175,14 +177,12 @@ def format_table(result: dict) -> str:
         lines.append(f'error / apparent diameter: median {rel["median"]:.4f}, p95 {rel["p95"]:.4f} '
                      f'(n {rel["n"]})')
     for b in result.get('by_edge_cut', []):
-        lines.append(f'{"cut by the frame edge" if b["cut_by_edge"] else "whole in the frame"}: '
-                     f'model median {b["median_px"] if b["median_px"] is None else round(b["median_px"], 2)} '
-                     f'(n {b["n"]})')
+        where = 'cut by the frame edge' if b['cut_by_edge'] else 'whole in the frame'
+        lines.append(f'{where}: model median {px(b["median_px"])} (n {b["n"]})')
     for b in result.get('by_phase', []):
         lines.append(f'phase {b["phase_deg"][0]:>3}-{b["phase_deg"][1]:<3}: model median '
-                     f'{b["median_px"] if b["median_px"] is None else round(b["median_px"], 2)} '
-                     f'(n {b["n"]}), cob median '
-                     f'{b["baselines"]["cob"]["median_px"] and round(b["baselines"]["cob"]["median_px"], 2)}')
+                     f'{px(b["median_px"])} (n {b["n"]}), cob median '
+                     f'{px(b["baselines"]["cob"]["median_px"])}')
     lat = result['predictor_latency_ms']
     if lat['p50'] is not None:
         lines.append(f'predictor latency p50 {lat["p50"]:.1f} ms ({result["engine"]}, {result["device"]})')

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from spacenav_perception.commands import HelpFormatter
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -13,7 +15,7 @@ def register(subparsers) -> None:
 
     make = sub.add_parser(
         'make', help='convert a dataset folder into a rosbag2 bag',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         description='Convert an asteroid dataset (labels.csv + images/) or a lunar dataset '
                     '(images/render + images/clean|ground masks) into a rosbag2 bag that '
                     '`ros2 bag info/play` accept (metadata version 9, Jazzy message types). '

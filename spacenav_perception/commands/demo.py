@@ -2,11 +2,13 @@
 import argparse
 import sys
 
+from spacenav_perception.commands import HelpFormatter
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         'demo', help='render small data sets, replay them through the nodes, print the figures',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         description='Render a small asteroid and a small lunar data set, convert them into MCAP '
                     'bags, replay them through centroid_node / hazard_node with eval_node (the '
                     'graph of config/replay.yaml, in this process, with the shipped models), '

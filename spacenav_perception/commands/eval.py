@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from spacenav_perception.commands import HelpFormatter
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -13,7 +15,7 @@ def register(subparsers) -> None:
         description='Evaluate a model file through InferenceEngine + the task predictor.')
     sub = parser.add_subparsers(dest='eval_task', metavar='TASK')
     c = sub.add_parser(
-        'centroid', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        'centroid', formatter_class=HelpFormatter,
         help='centroid error in full-resolution px vs the centre-of-brightness baseline',
         description='Error in full-resolution px (n, mean, median, p90, p95, max) of the model '
                     'and of the classical baseline cob (Otsu threshold + intensity-weighted '
@@ -25,7 +27,8 @@ def register(subparsers) -> None:
                     'the position used anyway).')
     c.add_argument('--data', required=True, help='asteroid dataset (images/ + labels.csv)')
     c.add_argument('--model', default=None, help='model file (default: packaged models/centroid.ts)')
-    c.add_argument('--device', choices=('auto', 'cpu', 'cuda'), default='cpu')
+    c.add_argument('--device', choices=('auto', 'cpu', 'cuda'), default='cpu',
+                   help='inference device (auto: CUDA when available)')
     c.add_argument('--min-confidence', type=float, default=0.5,
                    help='in-view threshold on sigmoid(logit), as the node uses')
     c.add_argument('--limit', type=int, default=0, help='first N frames only')
@@ -33,15 +36,17 @@ def register(subparsers) -> None:
     c.add_argument('--out', default=None, help='folder for the error plot, JSON and per-frame CSV')
     c.set_defaults(func=run_centroid)
     s = sub.add_parser(
-        'segmentation', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        'segmentation', formatter_class=HelpFormatter,
         help='per-class IoU, mIoU, pixel accuracy',
         description='Per-class IoU from one confusion matrix accumulated over the set at the '
                     'frames\' own resolution, mIoU, pixel accuracy; a confusion-matrix PNG and '
                     'overlay samples with --out.')
     s.add_argument('--data', required=True, help='lunar dataset (images/render + masks)')
     s.add_argument('--model', default=None, help='model file (default: packaged models/hazard.ts)')
-    s.add_argument('--masks', choices=('clean', 'ground'), default='clean')
-    s.add_argument('--device', choices=('auto', 'cpu', 'cuda'), default='cpu')
+    s.add_argument('--masks', choices=('clean', 'ground'), default='clean',
+                   help='truth masks: clean (small-area rocks removed) or ground (all rocks)')
+    s.add_argument('--device', choices=('auto', 'cpu', 'cuda'), default='cpu',
+                   help='inference device (auto: CUDA when available)')
     s.add_argument('--limit', type=int, default=0, help='first N frames only')
     s.add_argument('--json', action='store_true', help='print one JSON object')
     s.add_argument('--out', default=None, help='folder for the confusion matrix, overlays, JSON')

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import argparse
 
+from spacenav_perception.commands import HelpFormatter
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         'export', help='export a checkpoint to TorchScript / torch.export / ONNX + manifest',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         description='Rebuild the network of a training checkpoint (RUNDIR/best.pt), write the '
                     'requested formats beside --out (models/NAME.ts -> NAME.pt2, NAME.onnx), '
                     'verify each against the eager model, and write ONE manifest NAME.json '

@@ -6,6 +6,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from spacenav_perception.commands import HelpFormatter
+
 # the same as training/segmentation_task.ARCHS and DEFAULT_ARCH (kept here so that --help needs
 # no torch; test_nets.test_train_cli_segmentation_archs_match_the_task checks that they agree)
 SEGMENTATION_ARCHS = ('hazardnet', 'hazardnet_fr', 'hazardnet_sp', 'unet')
@@ -20,7 +22,7 @@ def _common(p, defaults_note: str) -> None:
     p.add_argument('--batch-size', type=int, default=None,
                    help=f'global batch size, split over DDP ranks ({defaults_note})')
     p.add_argument('--lr', type=float, default=None, help=f'learning rate ({defaults_note})')
-    p.add_argument('--weight-decay', type=float, default=None, help='AdamW weight decay')
+    p.add_argument('--weight-decay', type=float, default=None, help='AdamW weight decay (default: per --arch)')
     p.add_argument('--seed', type=int, default=0, help='seed for weights, shuffling, augmentation')
     p.add_argument('--device', choices=('auto', 'cpu', 'cuda'), default='auto',
                    help='auto: CUDA when available, else CPU')
@@ -46,14 +48,15 @@ def register(subparsers) -> None:
                     'train ... (DDP: gloo on CPU, nccl on CUDA).')
     sub = parser.add_subparsers(dest='train_task', metavar='TASK')
     c = sub.add_parser(
-        'centroid', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        'centroid', formatter_class=HelpFormatter,
         help='asteroid centre-of-mass regression',
         description='Train a centroid model on DIR/images + labels.csv. --arch centroidnet '
                     '(default): 256x256 soft-argmax network, AdamW 2e-3 one-cycle, batch 32, '
                     '30 epochs. --arch thesis: the thesis 6-conv CNN with its own recipe '
                     '(128x128, MSE, Adam 1e-4, batch 32, no augmentation).')
     _common(c, 'default: per --arch')
-    c.add_argument('--arch', choices=('centroidnet', 'thesis'), default='centroidnet')
+    c.add_argument('--arch', choices=('centroidnet', 'thesis'), default='centroidnet',
+                   help='centroidnet: the shipped design; thesis: the thesis baseline CNN')
     c.add_argument('--input-size', type=int, default=None,
                    help='square model input (default 256 centroidnet, 128 thesis)')
     c.add_argument('--p-empty', type=float, default=0.1,
@@ -63,7 +66,7 @@ def register(subparsers) -> None:
                         "silhouettes/, which `spacenav synth asteroid` writes; 0: off)")
     c.set_defaults(func=run_centroid)
     s = sub.add_parser(
-        'segmentation', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        'segmentation', formatter_class=HelpFormatter,
         help='lunar terrain segmentation (ground, small rock, large rock, sky)',
         description='Train a segmentation model on the Kaggle lunar layout. --arch '
                     'hazardnet_sp (default, the shipped design): residual encoder + U-Net '
@@ -75,7 +78,8 @@ def register(subparsers) -> None:
                         'the space-to-depth input; hazardnet: logits upsampled from stride 2 '
                         '(about 3 ms faster on 2 CPU cores, less accurate); hazardnet_fr: an '
                         'output stage at the input\'s resolution (slower)')
-    s.add_argument('--masks', choices=('clean', 'ground'), default='clean')
+    s.add_argument('--masks', choices=('clean', 'ground'), default='clean',
+                   help='training and validation masks: images/clean or images/ground')
     s.add_argument('--input-hw', type=int, nargs=2, default=None, metavar=('H', 'W'),
                    help='model input height width (default 240 352)')
     s.add_argument('--crop-hw', type=int, nargs=2, default=None, metavar=('H', 'W'),

@@ -130,13 +130,15 @@ def export_model(model: torch.nn.Module, config: dict, out, formats=('ts', 'pt2'
             'max_abs_diff': diffs, 'failed': failed}
 
 
-TTA_MODES = ('none', 'd4')
+TTA_MODES = ('none', 'd4', 'hflip')
 
 
 def export_checkpoint(checkpoint, out, formats=('ts', 'pt2', 'onnx'), export_command=None,
                       log=print, tta: str = 'none') -> dict:
     """`tta='d4'` (centroid models): the exported graph averages the network over the 8
-    flips/transposes of its input (nets/centroid_net.py D4Averaged); same input and output."""
+    flips/transposes of its input (nets/centroid_net.py D4Averaged); `tta='hflip'`
+    (segmentation models): over the frame and its mirror image (nets/hazard_net.py
+    HFlipAveraged).  Same input and output as the plain network."""
     if tta not in TTA_MODES:
         raise ValueError(f'unknown test-time augmentation {tta!r} (known: {", ".join(TTA_MODES)})')
     model, config = load_checkpoint_model(checkpoint)
@@ -146,6 +148,12 @@ def export_checkpoint(checkpoint, out, formats=('ts', 'pt2', 'onnx'), export_com
                              f"not {config.get('task')}/{config.get('output')}")
         from .nets.centroid_net import D4Averaged
         model = D4Averaged(model).eval()
+    elif tta == 'hflip':
+        if config.get('output') != 'logits_nchw':
+            raise ValueError("tta 'hflip' applies to segmentation models with output logits_nchw, "
+                             f"not {config.get('task')}/{config.get('output')}")
+        from .nets.hazard_net import HFlipAveraged
+        model = HFlipAveraged(model).eval()
     metrics = dict(config.get('metrics', {}))
     training = {'command': config.get('command', ''), 'device': config.get('device', ''),
                 'seconds': config.get('seconds', 0), 'epochs': config.get('epochs'),

@@ -105,6 +105,9 @@ def test_d4_export_is_the_averaged_network_in_every_format(centroid_run, tmp_pat
     with pytest.raises(ValueError, match='unknown test-time augmentation'):
         export_checkpoint(root / 'run' / 'best.pt', tmp_path / 'x.ts', ('ts',), tta='bogus')
     assert not (tmp_path / 'x.ts').exists()
+    with pytest.raises(ValueError, match="'hflip' applies to segmentation"):
+        export_checkpoint(root / 'run' / 'best.pt', tmp_path / 'x.ts', ('ts',), tta='hflip')
+    assert not (tmp_path / 'x.ts').exists()
 
 
 def test_thesis_model_exports_and_evaluates(tmp_path, capsys):
@@ -144,3 +147,29 @@ def test_segmentation_export_and_eval(tmp_path, capsys):
     assert set(r['iou']) == {'ground', 'small_rock', 'large_rock', 'sky'}
     assert np.asarray(r['confusion_matrix']).sum() == 3 * 48 * 64      # frame resolution
     assert (tmp_path / 'ev' / 'confusion_matrix.png').is_file()
+    # hflip test-time averaging: the exported graph is the mean of the frame's logits and the
+    # mirrored frame's logits flipped back, in both formats; d4 is refused for segmentation
+    from spacenav_perception.export import load_checkpoint_model
+    from spacenav_perception.nets.hazard_net import HFlipAveraged
+    out = tmp_path / 'tta' / 'hazard.ts'
+    result = export_checkpoint(tmp_path / 'run' / 'best.pt', out, ('ts', 'onnx'), tta='hflip',
+                               export_command='x')
+    assert not result['failed'], result['failed']
+    assert json.loads((tmp_path / 'tta' / 'hazard.json').read_text())[
+        'export']['test_time_augmentation'] == 'hflip'
+    model, _ = load_checkpoint_model(tmp_path / 'run' / 'best.pt')
+    x = torch.rand(1, 3, 32, 64)
+    with torch.inference_mode():
+        plain = model(x)
+        want = 0.5 * (plain + model(x.flip(3)).flip(3))
+        assert torch.allclose(HFlipAveraged(model)(x), want, atol=1e-5)
+        assert torch.allclose(torch.jit.load(str(out))(x), want, atol=1e-5)
+        assert not torch.allclose(plain, want, atol=1e-5)
+    import onnxruntime as ort
+    sess = ort.InferenceSession(str(tmp_path / 'tta' / 'hazard.onnx'),
+                                providers=['CPUExecutionProvider'])
+    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    assert np.allclose(got, want.numpy(), atol=1e-4)
+    with pytest.raises(ValueError, match="'d4' applies to centroid"):
+        export_checkpoint(tmp_path / 'run' / 'best.pt', tmp_path / 'y.ts', ('ts',), tta='d4')
+    assert not (tmp_path / 'y.ts').exists()

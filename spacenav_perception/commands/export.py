@@ -19,9 +19,11 @@ def register(subparsers) -> None:
     p.add_argument('--out', required=True, help='primary model file, e.g. models/centroid.ts')
     p.add_argument('--formats', default='ts,pt2,onnx',
                    help='comma-separated subset of ts,pt2,onnx (the --out suffix is always included)')
-    p.add_argument('--tta', choices=('none', 'd4'), default='none',
+    p.add_argument('--tta', choices=('none', 'd4', 'hflip'), default='none',
                    help='test-time augmentation built into the exported graph; d4 (centroid '
-                        'models): average over the 8 flips/transposes, 8x the compute')
+                        'models): average over the 8 flips/transposes, 8x the compute; hflip '
+                        '(segmentation models): average over the frame and its mirror image, 2x '
+                        'the compute')
     p.set_defaults(func=run)
 
 

@@ -90,3 +90,20 @@ class HazardNet(nn.Module):
             p = F.interpolate(self.full_dec(p), size=size, mode='bilinear', align_corners=False)
             return self.head(self.full(torch.cat([p, self.full_img(x)], dim=1)))
         return F.interpolate(self.head(p), size=size, mode='bilinear', align_corners=False)
+
+
+class HFlipAveraged(nn.Module):
+    """Test-time averaging over the frame and its mirror image (left-right flip, which training
+    augments with; an up-down flip would put the sky under the ground): the mirrored view's
+    logits are flipped back and the two are averaged.  Same input and output convention as the
+    wrapped network (``logits_nchw``); 2x the compute of one pass."""
+    output_convention = 'logits_nchw'
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        y = self.net(torch.cat([x, x.flip(3)], dim=0))
+        return 0.5 * (y[:n] + y[n:].flip(3))

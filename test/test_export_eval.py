@@ -146,6 +146,7 @@ def test_segmentation_export_and_eval(tmp_path, capsys):
     assert r['n'] == 3 and 0 <= r['miou'] <= 1 and 0 <= r['pixel_accuracy'] <= 1
     assert set(r['iou']) == {'ground', 'small_rock', 'large_rock', 'sky'}
     assert np.asarray(r['confusion_matrix']).sum() == 3 * 48 * 64      # frame resolution
+    assert r['rocks']['frames'] == 3 and set(r['rocks']['totals']) == {'small_rock', 'large_rock'}
     assert (tmp_path / 'ev' / 'confusion_matrix.png').is_file()
     # hflip test-time averaging: the exported graph is the mean of the frame's logits and the
     # mirrored frame's logits flipped back, in both formats; d4 is refused for segmentation

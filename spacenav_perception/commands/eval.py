@@ -39,8 +39,10 @@ def register(subparsers) -> None:
         'segmentation', formatter_class=HelpFormatter,
         help='per-class IoU, mIoU, pixel accuracy',
         description='Per-class IoU from one confusion matrix accumulated over the set at the '
-                    'frames\' own resolution, mIoU, pixel accuracy; a confusion-matrix PNG and '
-                    'overlay samples with --out.')
+                    'frames\' own resolution, mIoU, pixel accuracy; rocks found by size (a '
+                    'truth rock is found when half its pixels are predicted rock; JSON key '
+                    '"rocks", with false alarms); a confusion-matrix PNG and overlay samples '
+                    'with --out.')
     s.add_argument('--data', required=True, help='lunar dataset (images/render + masks)')
     s.add_argument('--model', default=None, help='model file (default: packaged models/hazard.ts)')
     s.add_argument('--masks', choices=('clean', 'ground'), default='clean',

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from .rock_detection import RockDetectionCounter, format_rocks
 from ..training.segmentation_task import (CLASS_NAMES, NUM_CLASSES, list_samples, read_sample,
                                           scores)
 
@@ -27,6 +28,7 @@ def evaluate_segmentation(data, model=None, masks='clean', device='cpu', out=Non
     if limit:
         pairs = pairs[:limit]
     cm = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+    rocks = RockDetectionCounter()
     samples, latency, n = [], [], 0
     pick = set(np.linspace(0, len(pairs) - 1, min(n_overlays, len(pairs))).astype(int).tolist())
     for i, sample in enumerate(tqdm(pairs, desc='eval segmentation', disable=not progress)):
@@ -39,12 +41,14 @@ def evaluate_segmentation(data, model=None, masks='clean', device='cpu', out=Non
         latency.append(time.perf_counter() - t0)
         idx = truth.reshape(-1).astype(np.int64) * NUM_CLASSES + pred.reshape(-1)
         cm += np.bincount(idx, minlength=NUM_CLASSES ** 2).reshape(NUM_CLASSES, NUM_CLASSES)
+        rocks.add(truth, pred)
         n += 1
         if i in pick:
             samples.append((img, truth, pred))
     s = scores(cm)
     result = {'n': n, 'miou': s['miou'], 'pixel_accuracy': s['pixel_accuracy'], 'iou': s['iou'],
               'confusion_matrix': cm.tolist(), 'class_names': CLASS_NAMES, 'masks': masks,
+              'rocks': rocks.result(),
               'model': str(model), 'engine': engine.engine, 'device': engine.device,
               'data': str(data),
               'predictor_latency_ms': {'p50': float(np.median(latency) * 1e3) if latency else None,
@@ -68,6 +72,8 @@ def format_table(result: dict) -> str:
              f'{result["pixel_accuracy"]:.4f}  (masks: {result["masks"]})']
     for k, v in result['iou'].items():
         lines.append(f'  IoU {k:<11} {v:.4f}')
+    if 'rocks' in result:
+        lines += format_rocks(result['rocks'])
     lat = result['predictor_latency_ms']
     if lat['p50'] is not None:
         lines.append(f'predictor latency p50 {lat["p50"]:.1f} ms ({result["engine"]}, {result["device"]})')

@@ -15,10 +15,12 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from ..synth.lunar import CLEAN_MIN_ROCK_PIXELS_720x480, LARGE_ROCK, SMALL_ROCK
+
 REFERENCE_AREA = 720 * 480
-# bin edges in px at 720 x 480; 30 px is the clean masks' minimum rock area (synth/lunar.py)
-AREA_EDGES = (0, 30, 100, 300, 1000, float('inf'))
-ROCK_CLASSES = {'small_rock': 1, 'large_rock': 2}
+# bin edges in px at 720 x 480, the first one the clean masks' minimum rock area
+AREA_EDGES = (0, CLEAN_MIN_ROCK_PIXELS_720x480, 100, 300, 1000, float('inf'))
+ROCK_CLASSES = {'small_rock': SMALL_ROCK, 'large_rock': LARGE_ROCK}
 _EIGHT = np.ones((3, 3), bool)
 
 
@@ -57,7 +59,7 @@ class RockDetectionCounter:
             if not count:
                 continue
             index = np.arange(1, count + 1)
-            area = ndimage.sum_labels(np.ones_like(labels), labels, index)
+            area = np.bincount(labels.ravel(), minlength=count + 1)[1:]
             hit = ndimage.sum_labels(pred_rock, labels, index)
             same = ndimage.sum_labels(pred == cid, labels, index)
             bins = _bin(area * scale)
@@ -69,7 +71,7 @@ class RockDetectionCounter:
         labels, count = ndimage.label(pred_rock, structure=_EIGHT)
         if count:
             index = np.arange(1, count + 1)
-            area = ndimage.sum_labels(np.ones_like(labels), labels, index)
+            area = np.bincount(labels.ravel(), minlength=count + 1)[1:]
             overlap = ndimage.sum_labels(np.isin(truth, tuple(ROCK_CLASSES.values())), labels, index)
             np.add.at(self.false_alarms, _bin(area[overlap == 0] * scale), 1)
         self.frames += 1

@@ -49,12 +49,29 @@ def test_round_trip_every_encoding(encoding):
 @pytest.mark.parametrize('big_endian', [False, True])
 def test_padded_step_is_a_strided_view(encoding, big_endian):
     arr = sample_array(encoding)
-    data, step = padded_bytes(arr, pad=3, big_endian=big_endian)
+    data, step = padded_bytes(arr, pad=4, big_endian=big_endian)   # rows stay element-aligned
     buf = bytearray(data)
     out = image_to_array(encoding, arr.shape[0], arr.shape[1], step, int(big_endian), buf)
     np.testing.assert_array_equal(out, arr)
     assert np.shares_memory(out, np.frombuffer(buf, np.uint8))
     assert out.strides[0] == step
+
+
+@pytest.mark.parametrize('encoding', ['mono16', '32FC1'])
+@pytest.mark.parametrize('big_endian', [False, True])
+def test_step_not_a_multiple_of_the_element_size_is_copied_out(encoding, big_endian):
+    # A legal message (step >= row bytes) whose rows start mid-element: OpenCV and torch refuse
+    # such strides, so the decoder must hand the nodes a contiguous copy with the same pixels.
+    import cv2
+    arr = sample_array(encoding)
+    data, step = padded_bytes(arr, pad=3, big_endian=big_endian)
+    assert step % arr.dtype.itemsize
+    out = image_to_array(encoding, arr.shape[0], arr.shape[1], step, int(big_endian),
+                         bytearray(data))
+    np.testing.assert_array_equal(out, arr)
+    assert out.flags['C_CONTIGUOUS']
+    assert cv2.resize(to_mono_float(out, encoding), (4, 4), interpolation=cv2.INTER_AREA).shape \
+        == (4, 4)
 
 
 @pytest.mark.parametrize('encoding,dtype', [('mono16', '>u2'), ('32FC1', '>f4')])

@@ -151,6 +151,8 @@ def image_to_array(encoding, height, width, step, is_bigendian, data, *,
         arr = buf.view(dtype).reshape(shape)
     else:                   # padded rows: the step becomes the row stride
         arr = np.ndarray(shape, dtype=dtype, buffer=buf, offset=0, strides=strides)
+        if step % dtype.itemsize:   # rows not aligned to the element size: OpenCV and torch
+            arr = np.ascontiguousarray(arr)   # refuse such strides, so copy the pixels out
     if encoding == '32FC1' and not np.isfinite(arr).all():
         bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
         raise ImageRejected('non_finite',

@@ -152,7 +152,12 @@ def resolve_models(names, engines=tuple(ENGINES), models_dir: Path | None = None
                 import json
                 like = json.loads(next(iter(shipped.values())).with_suffix('.json').read_text())
             arch = (like or {}).get('arch', 'default')
-            folder = cache_root() / key / f'{name}-{arch}'
+            size = (like or {}).get('input') or {}
+            # the cached stand-in must match the shipped network's architecture AND input size
+            # (a model retrained at another resolution would otherwise be timed at the old one)
+            folder = cache_root() / key / (f'{name}-{arch}-{size["height"]}x{size["width"]}'
+                                           if size.get('height') and size.get('width')
+                                           else f'{name}-{arch}')
             marker = folder / 'SOURCE'
             if refresh and folder.exists():
                 shutil.rmtree(folder)

@@ -104,3 +104,32 @@ def test_run_is_described(quick_run):
     assert result['mode'] == 'quick'
     machine = result['machine']
     assert machine['nproc'] >= 1 and machine['cpu'] and machine['date']
+
+
+def test_stand_in_for_a_missing_format_has_the_shipped_input_size(tmp_path, monkeypatch):
+    """Formats that are not shipped are timed on an untrained export of the shipped network;
+    it must be rebuilt when the shipped model's input size changes (same arch, new size)."""
+    sys.path.insert(0, str(ROOT))
+    import torch
+    from bench.models import resolve_models
+    from spacenav_perception.export import export_model
+    from spacenav_perception.training import segmentation_task as task
+    monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'cache'))
+    sizes = {}
+    for h, w in ((64, 96), (96, 128)):
+        shipped = tmp_path / f'{h}x{w}'
+        config = {'task': 'segmentation', 'arch': task.DEFAULT_ARCH,
+                  'input': {'height': h, 'width': w, 'channels': 3, 'resize': 'area',
+                            'mean': list(task.MEAN), 'std': list(task.STD)},
+                  'output': 'logits_nchw', 'class_names': list(task.CLASS_NAMES)}
+        torch.manual_seed(0)
+        export_model(task.build_model(task.DEFAULT_ARCH), config, shipped / 'hazard.ts',
+                     formats=('ts',), training={'command': 'test', 'device': 'cpu',
+                                                'seconds': 0},
+                     export_command='test', log=lambda msg: None)
+        ms = resolve_models(['hazard'], engines=('torchscript', 'onnxruntime'),
+                            models_dir=shipped)['hazard']
+        assert ms.sources == {'torchscript': 'shipped', 'onnxruntime': 'untrained'}
+        stand_in = json.loads(ms.files['onnxruntime'].with_suffix('.json').read_text())
+        sizes[(h, w)] = (stand_in['input']['height'], stand_in['input']['width'])
+    assert sizes == {(64, 96): (64, 96), (96, 128): (96, 128)}

@@ -134,7 +134,7 @@ TTA_MODES = ('none', 'd4', 'hflip')
 
 
 def export_checkpoint(checkpoint, out, formats=('ts', 'pt2', 'onnx'), export_command=None,
-                      log=print, tta: str = 'none') -> dict:
+                      log=print, tta: str = 'none', input_hw=None) -> dict:
     """`tta='d4'` (centroid models): the exported graph averages the network over the 8
     flips/transposes of its input (nets/centroid_net.py D4Averaged); `tta='hflip'`
     (segmentation models): over the frame and its mirror image (nets/hazard_net.py
@@ -142,6 +142,13 @@ def export_checkpoint(checkpoint, out, formats=('ts', 'pt2', 'onnx'), export_com
     if tta not in TTA_MODES:
         raise ValueError(f'unknown test-time augmentation {tta!r} (known: {", ".join(TTA_MODES)})')
     model, config = load_checkpoint_model(checkpoint)
+    trained_hw = (config['input']['height'], config['input']['width'])
+    if input_hw is not None:   # run a fully convolutional network at another input size
+        h, w = (int(v) for v in input_hw)
+        if h <= 0 or w <= 0 or h % 16 or w % 16:
+            raise ValueError(f'input size {h}x{w}: height and width must be positive multiples '
+                             'of 16')
+        config = dict(config, input=dict(config['input'], height=h, width=w))
     if tta == 'd4':
         if config.get('output') != 'xy_norm_logit':
             raise ValueError("tta 'd4' applies to centroid models with output xy_norm_logit, "
@@ -164,6 +171,8 @@ def export_checkpoint(checkpoint, out, formats=('ts', 'pt2', 'onnx'), export_com
                 'init': config.get('init')}
     if 'masks' in config:
         training['masks'] = config['masks']
+    if input_hw is not None:
+        training['input_hw'] = list(trained_hw)   # the metrics above are at this size
     if export_command is None:
         export_command = 'spacenav ' + ' '.join(shlex.quote(a) for a in sys.argv[1:])
     return export_model(model, config, out, formats, metrics=metrics, training=training,

@@ -174,3 +174,19 @@ def test_segmentation_export_and_eval(tmp_path, capsys):
     with pytest.raises(ValueError, match="'d4' applies to centroid"):
         export_checkpoint(tmp_path / 'run' / 'best.pt', tmp_path / 'y.ts', ('ts',), tta='d4')
     assert not (tmp_path / 'y.ts').exists()
+    # --input-hw: the same weights exported for another input size; the manifest says both
+    small = tmp_path / 'small' / 'hazard.ts'
+    assert cli_main(['export', '--checkpoint', str(tmp_path / 'run' / 'best.pt'), '--out',
+                     str(small), '--formats', 'ts,onnx', '--input-hw', '48', '96']) == 0
+    manifest = json.loads((tmp_path / 'small' / 'hazard.json').read_text())
+    assert (manifest['input']['height'], manifest['input']['width']) == (48, 96)
+    assert manifest['training']['input_hw'] == [32, 64]
+    sess = ort.InferenceSession(str(tmp_path / 'small' / 'hazard.onnx'),
+                                providers=['CPUExecutionProvider'])
+    x = torch.rand(1, 3, 48, 96)
+    with torch.inference_mode():
+        np.testing.assert_allclose(sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0],
+                                   model(x).numpy(), atol=1e-4)
+    assert cli_main(['export', '--checkpoint', str(tmp_path / 'run' / 'best.pt'), '--out',
+                     str(tmp_path / 'z.ts'), '--input-hw', '50', '96']) == 2
+    assert not (tmp_path / 'z.ts').exists()

@@ -24,6 +24,10 @@ def register(subparsers) -> None:
                         'models): average over the 8 flips/transposes, 8x the compute; hflip '
                         '(segmentation models): average over the frame and its mirror image, 2x '
                         'the compute')
+    p.add_argument('--input-hw', nargs=2, type=int, metavar=('H', 'W'),
+                   help='model input height width (multiples of 16) instead of the training '
+                        'size: trades accuracy for speed with a fully convolutional network; '
+                        'the manifest keeps the training size under training.input_hw')
     p.set_defaults(func=run)
 
 
@@ -42,7 +46,7 @@ def run(args) -> int:
     if primary not in formats:
         formats.insert(0, primary)
     try:
-        export_checkpoint(args.checkpoint, args.out, formats, tta=args.tta)
+        export_checkpoint(args.checkpoint, args.out, formats, tta=args.tta, input_hw=args.input_hw)
     except ValueError as exc:
         print(f'error: {exc}')
         return 2

@@ -1,7 +1,8 @@
 """Default segmentation network: residual encoder (stride 32) with a light U-Net decoder.
 
-Input (N, 3, H, W) RGB in [0, 1] normalised per the manifest (H, W multiples of 32; default
-256 x 384 for 480 x 720 frames).  Output (N, 4, H, W) class logits (``logits_nchw``): the decoder
+Input (N, 3, H, W) RGB in [0, 1] normalised per the manifest (H, W even: the decoder resizes to
+each skip's size and the sub-pixel head works on 2 x 2 blocks; training default 240 x 352, the
+shipped model 432 x 624 for 480 x 720 frames).  Output (N, 4, H, W) class logits (``logits_nchw``): the decoder
 goes down to stride 2 and a bilinear x2 brings its logits to the input size.  With
 ``full_res=True`` (arch ``hazardnet_fr``) a light stage at the input's resolution instead joins
 the upsampled decoder features with features of the input image itself, so rock outlines are

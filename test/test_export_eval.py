@@ -110,6 +110,31 @@ def test_d4_export_is_the_averaged_network_in_every_format(centroid_run, tmp_pat
     assert not (tmp_path / 'x.ts').exists()
 
 
+def test_init_from_a_shipped_model_takes_its_weights_after_its_manifest_checks(centroid_run,
+                                                                              tmp_path):
+    """`spacenav train --init models/NAME.ts` fine-tunes the shipped model: the same tensors as
+    the checkpoint it was exported from, and only after the manifest's checks pass."""
+    from spacenav_perception.training.trainer import IncompatibleCheckpoint, load_init_state
+    root, data = centroid_run
+    out = tmp_path / 'plain' / 'centroid.ts'
+    export_checkpoint(root / 'run' / 'best.pt', out, ('ts',), export_command='x')
+    state = load_init_state(out, 'centroid')
+    trained = torch.load(root / 'run' / 'best.pt', weights_only=True)['model']
+    assert state.keys() == trained.keys()
+    assert all(torch.equal(state[k], trained[k]) for k in trained)
+    with pytest.raises(IncompatibleCheckpoint, match="a 'segmentation' model is needed"):
+        load_init_state(out, 'segmentation')
+    tta = tmp_path / 'tta' / 'centroid.ts'
+    export_checkpoint(root / 'run' / 'best.pt', tta, ('ts',), tta='d4', export_command='x')
+    with pytest.raises(IncompatibleCheckpoint, match='test-time augmentation'):
+        load_init_state(tta, 'centroid')
+    blob = bytearray(out.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    out.write_bytes(bytes(blob))
+    with pytest.raises(IncompatibleCheckpoint, match='sha256'):
+        load_init_state(out, 'centroid')
+
+
 def test_thesis_model_exports_and_evaluates(tmp_path, capsys):
     data = make_asteroid_set(tmp_path / 'data', n=3, size=128, seed=5)
     task = CentroidTask(data, data, 'thesis')

@@ -30,8 +30,9 @@ def _common(p, defaults_note: str) -> None:
     p.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: default)')
     p.add_argument('--resume', action='store_true', help='continue from OUT/last.pt')
     p.add_argument('--init', default='', metavar='CKPT',
-                   help='start from the weights of this checkpoint (fresh optimiser and schedule; '
-                        'fine-tuning / warm restart)')
+                   help='start from the weights of this checkpoint (RUNDIR/best.pt) or shipped '
+                        'TorchScript model (models/NAME.ts, checked against its manifest); '
+                        'fresh optimiser and schedule: fine-tuning / warm restart')
     p.add_argument('--amp', action='store_true', help='mixed precision (CUDA only)')
     p.add_argument('--overlay-every', type=int, default=5,
                    help='write a validation overlay PNG every N epochs')

@@ -132,6 +132,27 @@ class IncompatibleCheckpoint(ValueError):
     """--init names a checkpoint none of whose tensors fit the model."""
 
 
+def load_init_state(path, task_name: str) -> dict:
+    """The tensors `--init` warm-starts from: a training checkpoint (RUNDIR/best.pt, last.pt)
+    or a shipped TorchScript model (models/NAME.ts), which must pass its manifest's checks
+    (sha256, task) first: fine-tuning the shipped model on new data needs no run folder."""
+    path = Path(path)
+    if path.suffix != '.ts':
+        ck = load_checkpoint(path)
+        return ck['model'] if 'model' in ck else ck
+    from ..core.manifest import ModelIntegrityError, load_manifest
+    try:
+        manifest = load_manifest(path, expected_task=task_name)
+    except ModelIntegrityError as exc:
+        raise IncompatibleCheckpoint(f'--init: {exc}') from None
+    tta = (manifest.extra.get('export') or {}).get('test_time_augmentation', 'none')
+    if tta not in (None, 'none'):
+        raise IncompatibleCheckpoint(f'--init: {path} was exported with test-time augmentation '
+                                     f'{tta!r}; warm-start from a plain export or a checkpoint')
+    return {k: v.detach().clone() for k, v in torch.jit.load(str(path), map_location='cpu')
+            .state_dict().items()}
+
+
 def load_init_weights(model, state: dict):
     """Warm start: copy every tensor of `state` whose name and shape match the model's.
     Returns (n_loaded, names the checkpoint lacks, checkpoint names not used); raises
@@ -197,8 +218,7 @@ class Trainer:
         train_ds, val_ds = task.datasets()
         model = task.build_model()
         if cfg.init:
-            ck = load_checkpoint(cfg.init)
-            loaded, fresh, skipped = load_init_weights(model, ck['model'] if 'model' in ck else ck)
+            loaded, fresh, skipped = load_init_weights(model, load_init_state(cfg.init, task.name))
             self._log(f'initialised {loaded} tensors from {cfg.init}'
                       + (f'; new (not in the checkpoint): {", ".join(fresh)}' if fresh else '')
                       + (f'; not used (name or shape differs): {", ".join(skipped)}'

@@ -2,8 +2,8 @@
 
 Input (N, 3, H, W) RGB in [0, 1] normalised per the manifest (H, W even: the decoder resizes to
 each skip's size and the sub-pixel head works on 2 x 2 blocks; training default 240 x 352, the
-shipped model 432 x 624 for 480 x 720 frames).  Output (N, 4, H, W) class logits (``logits_nchw``): the decoder
-goes down to stride 2 and a bilinear x2 brings its logits to the input size.  With
+shipped model 432 x 624 for 480 x 720 frames).  Output (N, 4, H, W) class logits
+(``logits_nchw``): the decoder goes down to stride 2 and a bilinear x2 brings its logits to the input size.  With
 ``full_res=True`` (arch ``hazardnet_fr``) a light stage at the input's resolution instead joins
 the upsampled decoder features with features of the input image itself, so rock outlines are
 drawn per input pixel (small rocks are a few pixels across at the model input): more accurate,

@@ -41,9 +41,9 @@ import torch
 
 from spacenav_perception.data import augment as aug
 from spacenav_perception.data.problems import DataProblems
-from spacenav_perception.synth.lunar import CLASS_NAMES, PALETTE  # noqa: F401  (re-exported)
+from spacenav_perception.core.lunar_classes import (  # noqa: F401  (re-exported)
+    CLASS_NAMES, GROUND, LARGE_ROCK, PALETTE, SKY, SMALL_ROCK)
 
-GROUND, SMALL_ROCK, LARGE_ROCK, SKY = 0, 1, 2, 3
 IGNORE_INDEX = 255
 DEFAULT_THRESHOLD = 40
 DEFAULT_AMBIGUITY = 0.7

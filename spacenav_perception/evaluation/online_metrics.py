@@ -43,8 +43,9 @@ from pathlib import Path
 import numpy as np
 
 from spacenav_perception.core.latency import LatencyWindow
+from spacenav_perception.core.lunar_classes import CLASS_NAMES
 
-DEFAULT_CLASS_NAMES = ('ground', 'small_rock', 'large_rock', 'sky')
+DEFAULT_CLASS_NAMES = CLASS_NAMES
 THUMB_MAX_SIDE = 256
 
 

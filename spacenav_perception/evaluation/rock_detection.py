@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ..synth.lunar import CLEAN_MIN_ROCK_PIXELS_720x480, LARGE_ROCK, SMALL_ROCK
+from ..core.lunar_classes import LARGE_ROCK, SMALL_ROCK
+from ..synth.lunar import CLEAN_MIN_ROCK_PIXELS_720x480
 
 REFERENCE_AREA = 720 * 480
 # bin edges in px at 720 x 480, the first one the clean masks' minimum rock area

@@ -38,11 +38,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..core.lunar_classes import CLASS_NAMES as LUNAR_CLASS_NAMES
 from ..core.manifest import write_manifest
 
 LOGIT = 20.0
 EPS = 1e-6
-CLASS_NAMES = ['ground', 'small_rock', 'large_rock', 'sky']
+CLASS_NAMES = list(LUNAR_CLASS_NAMES)
 
 
 def _weighted_means(x: torch.Tensor):

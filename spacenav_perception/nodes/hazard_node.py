@@ -18,6 +18,7 @@ import numpy as np
 from geometry_msgs.msg import PointStamped
 from sensor_msgs.msg import Image
 
+from spacenav_perception.core.lunar_classes import PALETTE as CLASS_PALETTE
 from spacenav_perception.core.segmentation_predictor import SegmentationPredictor
 from spacenav_perception.graph.runner import run_node
 
@@ -27,7 +28,7 @@ from .params import NodeConfigError, declare
 
 # Class id -> RGB (the lunar dataset's mask colours); ids without a colour are drawn white.
 PALETTE = np.full((256, 3), 255, dtype=np.uint8)
-PALETTE[:4] = [(0, 0, 0), (0, 255, 0), (0, 0, 255), (255, 0, 0)]
+PALETTE[:len(CLASS_PALETTE)] = CLASS_PALETTE
 
 
 class HazardNode(ImageNode):

@@ -75,9 +75,8 @@ import torch.nn.functional as F
 from spacenav_perception.synth.dataset_files import DirLock, read_rows, write_csv_atomic
 from spacenav_perception.synth.sensor import blur as sensor_blur, expose, sample_sensor_params
 
-CLASS_NAMES = ('ground', 'small_rock', 'large_rock', 'sky')
-GROUND, SMALL_ROCK, LARGE_ROCK, SKY = 0, 1, 2, 3
-PALETTE = np.array([(0, 0, 0), (0, 255, 0), (0, 0, 255), (255, 0, 0)], dtype=np.uint8)
+from spacenav_perception.core.lunar_classes import (  # noqa: F401  (re-exported)
+    CLASS_NAMES, GROUND, LARGE_ROCK, PALETTE, SKY, SMALL_ROCK)
 
 LARGE_ROCK_HEIGHT_M = 0.30          # protrusion above the local ground that makes a rock "large"
 CLEAN_MIN_ROCK_PIXELS_720x480 = 30  # visible area below which a rock is ground in clean masks

@@ -7,7 +7,7 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-CLASS_COLOURS = np.array([[0, 0, 0], [0, 255, 0], [0, 0, 255], [255, 0, 0]], np.uint8)  # RGB
+from ..core.lunar_classes import PALETTE as CLASS_COLOURS  # noqa: E402  (class id -> RGB)
 
 
 def plot_history(history, out_dir, task_name: str) -> None:

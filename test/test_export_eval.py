@@ -215,3 +215,29 @@ def test_segmentation_export_and_eval(tmp_path, capsys):
     assert cli_main(['export', '--checkpoint', str(tmp_path / 'run' / 'best.pt'), '--out',
                      str(tmp_path / 'z.ts'), '--input-hw', '50', '96']) == 2
     assert not (tmp_path / 'z.ts').exists()
+
+
+def test_luma_segmentation_model_is_trained_exported_and_served_on_luma(tmp_path):
+    """--color luma: the dataset feeds BT.601 luma in all three channels, the manifest says so,
+    and the runtime gives a colour frame exactly the prediction of its luma (mono8) frame."""
+    import cv2
+    from spacenav_perception.core.engine import InferenceEngine
+    from spacenav_perception.core.segmentation_predictor import SegmentationPredictor
+    data = make_lunar_set(tmp_path / 'data', n=3)
+    task = SegmentationTask(data, data, 'hazardnet', input_hw=(32, 64), color='luma')
+    train_ds, val_ds = task.datasets()
+    for ds in (train_ds, val_ds):
+        x = ds[0]['image']
+        assert torch.equal(x[0], x[1]) and torch.equal(x[0], x[2])
+    Trainer(task, TrainConfig(out=str(tmp_path / 'run'), epochs=1, batch_size=3, threads=1)).fit()
+    export_checkpoint(tmp_path / 'run' / 'best.pt', tmp_path / 'hazard.ts', ('ts',),
+                      export_command='x')
+    assert json.loads((tmp_path / 'hazard.json').read_text())['input']['color'] == 'luma'
+    predictor = SegmentationPredictor(InferenceEngine(tmp_path / 'hazard.ts'),
+                                      compute_safe_site=False)
+    rgb = np.random.default_rng(3).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    got = predictor.predict(rgb, 'rgb8').classes.copy()
+    np.testing.assert_array_equal(
+        got, predictor.predict(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), 'mono8').classes)
+    with pytest.raises(ValueError, match='unknown color mode'):
+        SegmentationTask(data, data, 'hazardnet', color='hsv')

@@ -167,6 +167,38 @@ def test_preprocess_normalises_and_orders_channels():
                                torch.from_numpy(rep.transpose(2, 0, 1)[None]).float())
 
 
+def test_preprocess_luma_mode_feeds_bt601_luma_to_every_channel():
+    manifest = ModelManifest(name='t', task='segmentation', arch='t', output='logits_nchw',
+                             input=InputSpec(height=2, width=3, channels=3, color='luma',
+                                             mean=[0.5], std=[0.25]))
+    pre = Preprocessor(manifest, 'cpu')
+    rgb = RNG.integers(0, 256, (2, 3, 3), dtype=np.uint8)
+    luma = np.rint(rgb @ np.array([0.299, 0.587, 0.114]))      # cv2 rounds to uint8
+    expected = torch.from_numpy(np.repeat(((luma / 255.0 - 0.5) / 0.25)[None, None], 3, 1))
+    torch.testing.assert_close(pre(rgb, 'rgb8'), expected.float(), atol=1 / 255 / 0.25, rtol=0)
+    torch.testing.assert_close(pre(rgb[..., ::-1].copy(), 'bgr8'), pre(rgb, 'rgb8').clone())
+    # exactly what a mono8 frame of that luma gives (the colours themselves are not seen)
+    mono = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    torch.testing.assert_close(pre(rgb, 'rgb8').clone(), pre(mono, 'mono8').clone())
+    rgb_model = Preprocessor(ModelManifest(name='t', task='segmentation', arch='t',
+                                           output='logits_nchw',
+                                           input=InputSpec(height=2, width=3, channels=3)), 'cpu')
+    assert not torch.equal(rgb_model(rgb, 'rgb8').clone(), rgb_model(mono, 'mono8').clone())
+
+
+def test_manifest_color_mode_round_trips_and_unknown_modes_are_refused(tmp_path):
+    from spacenav_perception.core.manifest import _servable_problem
+    m = ModelManifest(name='t', task='segmentation', arch='t', output='logits_nchw',
+                      input=InputSpec(height=2, width=3, channels=3, color='luma'))
+    again = ModelManifest.from_dict(m.to_dict())
+    assert again.input.color == 'luma' and _servable_problem(again) is None
+    old = m.to_dict()
+    del old['input']['color']                   # manifests written before the field: colours
+    assert ModelManifest.from_dict(old).input.color == 'rgb'
+    m.input.color = 'hsv'
+    assert 'color' in _servable_problem(m)
+
+
 def test_preprocess_resizes_with_area():
     manifest = ModelManifest(name='t', task='centroid', arch='t', output='xy_norm_logit',
                              input=InputSpec(height=4, width=4, channels=1))

@@ -86,6 +86,11 @@ def register(subparsers) -> None:
     s.add_argument('--crop-hw', type=int, nargs=2, default=None, metavar=('H', 'W'),
                    help='train on random crops of this size taken from the resized frames '
                         '(cheaper steps; validation always sees whole frames)')
+    s.add_argument('--color', choices=('rgb', 'luma'), default='rgb',
+                   help='what the network sees of a colour frame: rgb, or luma (BT.601) in all '
+                        'three channels, so that a colour cast of another camera or renderer '
+                        'cannot change the result; written to the manifest, the runtime does the '
+                        'same')
     s.set_defaults(func=run_segmentation)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
@@ -131,5 +136,5 @@ def run_centroid(args) -> int:
 def run_segmentation(args) -> int:
     from spacenav_perception.training.segmentation_task import SegmentationTask, arch_defaults
     task = SegmentationTask(args.data, args.val, args.arch, args.masks, args.input_hw,
-                            args.seed, args.limit, args.crop_hw)
+                            args.seed, args.limit, args.crop_hw, args.color)
     return _run(task, _config(args, arch_defaults(args.arch)))

@@ -23,6 +23,7 @@ OUTPUTS_BY_TASK = {
     'segmentation': ('logits_nchw',),
 }
 RESIZE_MODES = ('area', 'bilinear', 'nearest')
+COLOR_MODES = ('rgb', 'luma')   # what a 3-channel model is fed: the colours, or BT.601 luma x 3
 MODEL_SUFFIXES = ('.ts', '.pt', '.pt2', '.onnx')
 
 
@@ -38,6 +39,7 @@ class InputSpec:
     resize: str = 'area'
     mean: list = field(default_factory=lambda: [0.0])
     std: list = field(default_factory=lambda: [1.0])
+    color: str = 'rgb'   # 'luma': colour frames are reduced to luma, replicated to the channels
 
     def per_channel(self, values) -> list:
         """mean/std expanded to one value per channel (a single value is broadcast)."""
@@ -65,7 +67,7 @@ class ModelManifest:
         known = {f.name for f in dataclasses.fields(cls)} - {'extra', 'path'}
         inp = data['input']
         spec = InputSpec(**{k: inp[k] for k in ('height', 'width', 'channels', 'resize',
-                                                 'mean', 'std') if k in inp})
+                                                 'mean', 'std', 'color') if k in inp})
         kwargs = {k: data[k] for k in known if k in data and k != 'input'}
         extra = {k: v for k, v in data.items() if k not in known}
         return cls(input=spec, extra=extra, path=path, **kwargs)
@@ -126,6 +128,8 @@ def _servable_problem(m: ModelManifest) -> str | None:
         return f'input has {spec.channels!r} channels; the runtime serves 1 (mono) or 3 (RGB)'
     if spec.resize not in RESIZE_MODES:
         return f'input resize {spec.resize!r} is unknown (known: {", ".join(RESIZE_MODES)})'
+    if spec.color not in COLOR_MODES:
+        return f'input color {spec.color!r} is unknown (known: {", ".join(COLOR_MODES)})'
     for name in ('mean', 'std'):
         values = getattr(spec, name)
         if not isinstance(values, (list, tuple)) or len(values) not in (1, spec.channels) or \

@@ -9,7 +9,9 @@ cheapest resize), then one fused scale-and-shift into a float32 buffer that was 
 Resize: manifest input.resize 'area' -> cv2.INTER_AREA, 'bilinear' -> INTER_LINEAR, 'nearest'
 -> INTER_NEAREST_EXACT; all keep the project's pixel-centre convention (x -> (x + 0.5) s - 0.5).
 32FC1 is clipped to [0, 1] first (like image_codec.to_mono_float). Colour -> mono uses BT.601
-luma (cv2). Mono -> RGB replicates the channel (after the resize: a third of the work).
+luma (cv2). Mono -> RGB replicates the channel (after the resize: a third of the work). A
+3-channel model whose manifest says input.color 'luma' gets colour frames the same way (luma,
+replicated): a colour cast of the camera or renderer then cannot change what it sees.
 
 On CPU the returned tensor is ONE preallocated buffer, overwritten by the next call: run the
 model on it before preprocessing the next frame (the predictors do). On CUDA the resized samples
@@ -39,6 +41,7 @@ class Preprocessor:
     def __init__(self, manifest: ModelManifest, device='cpu'):
         spec = manifest.input
         self.height, self.width, self.channels = spec.height, spec.width, spec.channels
+        self.luma = self.channels == 1 or spec.color == 'luma'
         self.interpolation = INTERPOLATION[spec.resize]
         self.device = torch.device(device)
         mean = np.asarray(spec.per_channel(spec.mean), dtype=np.float64)
@@ -72,7 +75,7 @@ class Preprocessor:
             if encoding == '32FC1':
                 src = np.clip(src, 0.0, 1.0)
             return src, FULL_SCALE[encoding]
-        if self.channels == 1:
+        if self.luma:
             return cv2.cvtColor(image, _TO_GRAY[encoding]), 255.0
         if encoding == 'rgb8':
             return image, 255.0

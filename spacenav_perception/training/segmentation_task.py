@@ -5,10 +5,15 @@ masks (DIR/images/clean/cleanNNNN.png or ground/groundNNNN.png) are decoded to c
 (dominant channel, DEVELOPERS.md) and resized with nearest neighbour; both stay in memory.
 
 - ``hazardnet``: cross-entropy + soft Dice (the Dice term keeps the rare rock classes from
-  being ignored), AdamW + warm-up/cosine, flips and photometric jitter. ``hazardnet_sp``
+  being ignored), AdamW + warm-up/cosine, flips and photometric jitter (gain, offset, gamma,
+  noise, blur). ``hazardnet_sp``
   (default, shipped): the same with per-pixel logits from a stride-2 sub-pixel head;
   ``hazardnet_fr``: the same with logits drawn at the input's resolution (nets/hazard_net.py).
 - ``unet``: the report's custom U-Net: cross-entropy, Adam 1e-3 constant, same data.
+
+``color='luma'`` (``--color luma``): every frame is reduced to BT.601 luma (before the resize,
+as core/preprocess does at run time) and replicated to the three input channels; the manifest
+says so and the runtime does the same, so a colour cast cannot change the prediction.
 
 Validation: a confusion matrix accumulated over the set at model-input resolution -> per-class
 IoU, mIoU (best checkpoint), pixel accuracy.
@@ -24,15 +29,16 @@ from tqdm import tqdm
 
 from . import plots
 from .trainer import adamw_one_cycle
+from ..core.lunar_classes import CLASS_NAMES as LUNAR_CLASS_NAMES, NUM_CLASSES
 from ..data.lunar_dataset import classify_mask, find_samples, read_rgb
 from ..data.problems import DataProblems, UnusableDataset
 
 ARCHS = ('hazardnet', 'hazardnet_fr', 'hazardnet_sp', 'unet')
 DEFAULT_ARCH = 'hazardnet_sp'     # the shipped models/hazard.* design
-CLASS_NAMES = ['ground', 'small_rock', 'large_rock', 'sky']
-NUM_CLASSES = 4
+CLASS_NAMES = list(LUNAR_CLASS_NAMES)     # a list: it goes into checkpoints and manifests
 MEAN = [0.5, 0.5, 0.5]
 STD = [0.25, 0.25, 0.25]
+COLOR_MODES = ('rgb', 'luma')
 
 
 def arch_defaults(arch: str) -> dict:
@@ -76,7 +82,9 @@ def read_sample(sample):
     return img, classify_mask(mask)[0]
 
 
-def load_segmentation_set(root, hw, masks='clean', desc='load', limit=0):
+def load_segmentation_set(root, hw, masks='clean', desc='load', limit=0, color='rgb'):
+    """(images, class maps) resized to `hw`; images (N, h, w, 3) uint8, or (N, h, w) luma
+    when color='luma'."""
     samples = list_samples(root, masks)
     if limit:
         samples = samples[:limit]
@@ -88,6 +96,8 @@ def load_segmentation_set(root, hw, masks='clean', desc='load', limit=0):
             print(f'skipped unreadable {sample.image} / {sample.mask}')
             continue
         img, classes = pair
+        if color == 'luma':
+            img = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
         imgs.append(cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA))
         labels.append(cv2.resize(classes, (w, h), interpolation=cv2.INTER_NEAREST_EXACT))
     return np.stack(imgs), np.stack(labels)
@@ -95,9 +105,10 @@ def load_segmentation_set(root, hw, masks='clean', desc='load', limit=0):
 
 class SegmentationDataset(Dataset):
     def __init__(self, root, hw, masks='clean', train=False, augment=True, seed=0, limit=0,
-                 crop_hw=None):
+                 crop_hw=None, color='rgb'):
         self.images, self.labels = load_segmentation_set(root, hw, masks,
-                                                         'train' if train else 'val', limit)
+                                                         'train' if train else 'val', limit,
+                                                         color)
         self.crop_hw = tuple(crop_hw) if (crop_hw and train) else None
         self.train, self.augment, self.seed, self.epoch = train, augment and train, seed, 0
         self.mean = np.asarray(MEAN, np.float32)[:, None, None]
@@ -124,9 +135,14 @@ class SegmentationDataset(Dataset):
             img = img * rng.uniform(0.7, 1.3) + rng.uniform(-0.08, 0.08)
             if rng.random() < 0.5:
                 img = np.power(np.clip(img, 0, 1), rng.uniform(0.75, 1.33))
+            if rng.random() < 0.25:   # optics: another camera's point-spread function
+                img = cv2.GaussianBlur(np.ascontiguousarray(img, np.float32), (0, 0),
+                                       rng.uniform(0.3, 1.5))
             if rng.random() < 0.3:
                 img = img + rng.normal(0, rng.uniform(0.005, 0.03), img.shape)
             img = np.clip(img, 0, 1)
+        if img.ndim == 2:   # luma: the same plane in the three channels
+            img = np.repeat(img[:, :, None], 3, 2)
         x = (np.ascontiguousarray(img.transpose(2, 0, 1)) - self.mean) / self.std
         return {'image': torch.from_numpy(x.astype(np.float32)),
                 'target': torch.from_numpy(np.ascontiguousarray(lab).astype(np.int64))}
@@ -160,7 +176,10 @@ class SegmentationTask:
     metric_mode = 'max'
 
     def __init__(self, data, val, arch=DEFAULT_ARCH, masks='clean', input_hw=None, seed=0,
-                 limit=0, crop_hw=None):
+                 limit=0, crop_hw=None, color='rgb'):
+        if color not in COLOR_MODES:
+            raise ValueError(f'unknown color mode {color!r} (known: {", ".join(COLOR_MODES)})')
+        self.color = color
         self.crop_hw = tuple(crop_hw) if crop_hw else None
         if arch not in ARCHS:
             raise ValueError(f'unknown segmentation arch {arch!r} (known: {", ".join(ARCHS)})')
@@ -174,8 +193,9 @@ class SegmentationTask:
 
     def datasets(self):
         tr = SegmentationDataset(self.data, self.input_hw, self.masks, True, True, self.seed,
-                                 self.limit, self.crop_hw)
-        va = SegmentationDataset(self.val, self.input_hw, self.masks, False, limit=self.limit)
+                                 self.limit, self.crop_hw, self.color)
+        va = SegmentationDataset(self.val, self.input_hw, self.masks, False, limit=self.limit,
+                                 color=self.color)
         self.n_train, self.n_val = len(tr), len(va)
         if self.arch != 'unet':
             # CE class weights sqrt(median frequency balancing): rare rock pixels count more
@@ -188,7 +208,7 @@ class SegmentationTask:
     def config(self):
         h, w = self.input_hw
         return {'input': {'height': h, 'width': w, 'channels': 3, 'resize': 'area',
-                          'mean': MEAN, 'std': STD},
+                          'mean': MEAN, 'std': STD, 'color': self.color},
                 'output': 'logits_nchw', 'class_names': CLASS_NAMES, 'masks': self.masks,
                 'data': str(self.data), 'val': str(self.val), 'n_train': self.n_train,
                 'n_val': self.n_val, 'train_crop_hw': list(self.crop_hw) if self.crop_hw else None,

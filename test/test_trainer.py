@@ -5,6 +5,7 @@ import os
 import socket
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -72,7 +73,8 @@ def test_shape_kl_is_zero_at_the_silhouette_and_skips_cut_bodies():
 
 def test_centroid_augmentation_moves_the_silhouette_with_the_image(tmp_path):
     tr = make_asteroid_set(tmp_path / 'tr', n=6, size=64, seed=4)
-    task = CentroidTask(tr, tr, 'centroidnet', input_size=64, p_empty=0.0)
+    # narrow photometric ranges: no blur or offset to move light outside the silhouette
+    task = CentroidTask(tr, tr, 'centroidnet', input_size=64, p_empty=0.0, photometric='narrow')
     train_ds, _ = task.datasets()
     assert train_ds.n_silhouettes == 6
     moved = 0
@@ -230,3 +232,31 @@ def test_train_init_from_a_missing_or_foreign_checkpoint_is_one_clear_error(tmp_
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 2, result.stderr
         assert words in result.stderr and 'Traceback' not in result.stderr
+
+
+def test_wide_photometric_augmentation_varies_exposure_and_keeps_labels(tmp_path):
+    """'wide' (the default) draws exposures from a third to about three times nominal (so a
+    mid-grey frame can saturate), plus blur and offsets; 'narrow' never saturates it; labels and
+    silhouettes are untouched; unknown modes are refused."""
+    from spacenav_perception.training.centroid_task import CentroidDataset
+    grey = np.full((32, 32), 0.5, np.float32)
+    rng = np.random.default_rng(0)
+    means = {name: np.array([float(fn(grey, rng).mean()) for _ in range(2000)])
+             for name, fn in (('wide', CentroidDataset._photometric_wide),
+                              ('narrow', CentroidDataset._photometric))}
+    assert (means['wide'] > 0.99).mean() > 0.1 and (means['narrow'] > 0.99).mean() == 0
+    assert np.percentile(means['wide'], 5) < np.percentile(means['narrow'], 5) - 0.05
+    tr = make_asteroid_set(tmp_path / 'tr', n=4, size=64, seed=5)
+    ds = CentroidTask(tr, tr, 'centroidnet', input_size=64, p_empty=0.0).datasets()[0]
+    assert ds.photometric == 'wide'
+    for epoch in range(4):
+        ds.set_epoch(epoch)
+        for i in range(len(ds)):
+            item = ds[i]
+            img = item['image'][0]
+            assert img.dtype == torch.float32 and 0 <= float(img.min()) <= float(img.max()) <= 1
+            ys, xs = torch.nonzero(item['silhouette'][0] > 0.5, as_tuple=True)
+            u, v = (float(a) * 64 - 0.5 for a in item['uv'])
+            assert abs(xs.float().mean() - u) < 1.0 and abs(ys.float().mean() - v) < 1.0
+    with pytest.raises(ValueError, match='unknown photometric mode'):
+        CentroidTask(tr, tr, 'centroidnet', photometric='bright').datasets()

@@ -8,7 +8,9 @@ as uint8.  Two architectures:
   Smooth-L1 on (u, v) scaled to pixels of a 1024-px frame for in-view samples + BCE on the
   in-view logit.  Training adds synthetic no-target frames (dark / noise / stars / hot pixels,
   labelled not-in-view) and label-exact augmentations (D4 flips/transposes, integer shifts that
-  keep the lit body in frame, gain, gamma, noise).  AdamW + warm-up/cosine schedule.
+  keep the lit body in frame, gain, gamma, noise; ``photometric='wide'``, the default, also
+  blur and a black-level offset, over ranges wide enough to cover another camera's exposure:
+  see PHOTOMETRIC_MODES).  AdamW + warm-up/cosine schedule.
   Where the data set has DIR/silhouettes/ (the renderer writes them), the network's weight map
   is also pulled toward a uniform weight over the body's whole silhouette (KL divergence, weight
   ``shape_weight``), for frames whose silhouette does not touch the frame edge: a dense target
@@ -36,6 +38,11 @@ from ..data.problems import DataProblems, UnusableDataset
 ARCHS = ('centroidnet', 'thesis')
 LOSS_PX_SCALE = 1024.0          # (u, v) errors are scaled to pixels of a 1024-px frame
 DEFAULT_SHAPE_WEIGHT = 20.0     # weight of the silhouette KL term (centroidnet)
+# 'narrow': the ranges every model up to session 7 was trained with (kept to reproduce them);
+# 'wide': exposure from a third to about three times nominal (bright bodies clip, as they do in
+# an overexposed frame), gamma 0.55-1.8, noise up to 3 % of full scale, a point-spread blur and
+# a black-level offset: the shipped model had lost up to 2x its p95 error under such changes.
+PHOTOMETRIC_MODES = ('wide', 'narrow')
 
 
 def arch_defaults(arch: str) -> dict:
@@ -122,8 +129,12 @@ def synth_no_target(size: int, rng: np.random.Generator) -> np.ndarray:
 
 class CentroidDataset(Dataset):
     def __init__(self, root, arch: str, size: int, train: bool, p_empty: float = 0.1,
-                 seed: int = 0, limit: int = 0):
+                 seed: int = 0, limit: int = 0, photometric: str = 'wide'):
+        if photometric not in PHOTOMETRIC_MODES:
+            raise ValueError(f'unknown photometric mode {photometric!r} '
+                             f'(known: {", ".join(PHOTOMETRIC_MODES)})')
         self.arch, self.size, self.train = arch, size, train
+        self.photometric = photometric
         self.images, self.uv, self.wh, self.inview, self.names, self.sils = load_centroid_set(
             root, size, 'train' if train else 'val', limit)
         self.n_silhouettes = sum(m is not None for m in self.sils)
@@ -154,7 +165,8 @@ class CentroidDataset(Dataset):
                 sil, has_sil = np.zeros((s, s), np.float32), False
             else:
                 img, sil, u, v = self._geometric(img, sil, u, v, i, rng)
-                img = self._photometric(img, rng)
+                img = (self._photometric_wide(img, rng) if self.photometric == 'wide'
+                       else self._photometric(img, rng))
         if self.arch == 'thesis':
             # thesis label scaling: full-res px * resize / orig
             target = torch.tensor([(u * self.wh[i, 0] - 0.5) * s / self.wh[i, 0],
@@ -202,6 +214,20 @@ class CentroidDataset(Dataset):
             img = img + rng.normal(0, rng.uniform(0.002, 0.02), img.shape)
         return np.clip(img, 0, 1).astype(np.float32)
 
+    @staticmethod
+    def _photometric_wide(img, rng):
+        img = img * math.exp(rng.uniform(math.log(0.35), math.log(2.8)))
+        if rng.random() < 0.5:
+            img = np.power(np.clip(img, 0, 1), rng.uniform(0.55, 1.8))
+        if rng.random() < 0.25:
+            img = cv2.GaussianBlur(np.clip(img, 0, 1).astype(np.float32), (0, 0),
+                                   rng.uniform(0.3, 1.2))
+        if rng.random() < 0.3:
+            img = img + rng.uniform(0.0, 0.06)
+        if rng.random() < 0.5:
+            img = img + rng.normal(0, rng.uniform(0.002, 0.03), img.shape)
+        return np.clip(img, 0, 1).astype(np.float32)
+
 
 def _bbox(img: np.ndarray):
     mask = img > 12
@@ -245,13 +271,14 @@ class CentroidTask:
 
     def __init__(self, data, val, arch: str = 'centroidnet', input_size: int = None,
                  seed: int = 0, p_empty: float = 0.1, limit: int = 0,
-                 shape_weight: float = DEFAULT_SHAPE_WEIGHT):
+                 shape_weight: float = DEFAULT_SHAPE_WEIGHT, photometric: str = 'wide'):
         if arch not in ARCHS:
             raise ValueError(f'unknown centroid arch {arch!r} (known: {", ".join(ARCHS)})')
         self.data, self.val, self.arch = data, val, arch
         self.input_size = input_size or arch_defaults(arch)['input_size']
         self.seed, self.p_empty, self.limit = seed, p_empty, limit
         self.shape_weight = float(shape_weight) if arch == 'centroidnet' else 0.0
+        self.photometric = photometric
         self.n_train = 0
         self.n_silhouettes = 0
 
@@ -263,7 +290,7 @@ class CentroidTask:
 
     def datasets(self):
         tr = CentroidDataset(self.data, self.arch, self.input_size, True, self.p_empty,
-                             self.seed, self.limit)
+                             self.seed, self.limit, self.photometric)
         va = CentroidDataset(self.val, self.arch, self.input_size, False, limit=self.limit)
         self.n_train, self.n_val = len(tr), len(va)
         self.n_silhouettes = tr.n_silhouettes
@@ -284,7 +311,8 @@ class CentroidTask:
                         + (f' + {self.shape_weight:g} * KL(silhouette || weight map)'
                            if self.shape_weight > 0 else ''),
                 'n_train_silhouettes': self.n_silhouettes,
-                'p_empty': 0.0 if self.arch == 'thesis' else self.p_empty}
+                'p_empty': 0.0 if self.arch == 'thesis' else self.p_empty,
+                'photometric': None if self.arch == 'thesis' else self.photometric}
 
     def optimizer(self, model, cfg):
         if self.arch == 'thesis':

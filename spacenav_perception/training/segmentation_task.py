@@ -6,7 +6,8 @@ masks (DIR/images/clean/cleanNNNN.png or ground/groundNNNN.png) are decoded to c
 
 - ``hazardnet``: cross-entropy + soft Dice (the Dice term keeps the rare rock classes from
   being ignored), AdamW + warm-up/cosine, flips and photometric jitter (gain, offset, gamma,
-  noise, blur). ``hazardnet_sp``
+  noise; ``photometric='wide'``, the default, adds a point-spread blur; 'narrow' is what every
+  model up to session 7 was trained with). ``hazardnet_sp``
   (default, shipped): the same with per-pixel logits from a stride-2 sub-pixel head;
   ``hazardnet_fr``: the same with logits drawn at the input's resolution (nets/hazard_net.py).
 - ``unet``: the report's custom U-Net: cross-entropy, Adam 1e-3 constant, same data.
@@ -39,6 +40,7 @@ CLASS_NAMES = list(LUNAR_CLASS_NAMES)     # a list: it goes into checkpoints and
 MEAN = [0.5, 0.5, 0.5]
 STD = [0.25, 0.25, 0.25]
 COLOR_MODES = ('rgb', 'luma')
+PHOTOMETRIC_MODES = ('wide', 'narrow')
 
 
 def arch_defaults(arch: str) -> dict:
@@ -105,7 +107,8 @@ def load_segmentation_set(root, hw, masks='clean', desc='load', limit=0, color='
 
 class SegmentationDataset(Dataset):
     def __init__(self, root, hw, masks='clean', train=False, augment=True, seed=0, limit=0,
-                 crop_hw=None, color='rgb'):
+                 crop_hw=None, color='rgb', photometric='wide'):
+        self.wide = photometric == 'wide'
         self.images, self.labels = load_segmentation_set(root, hw, masks,
                                                          'train' if train else 'val', limit,
                                                          color)
@@ -135,7 +138,7 @@ class SegmentationDataset(Dataset):
             img = img * rng.uniform(0.7, 1.3) + rng.uniform(-0.08, 0.08)
             if rng.random() < 0.5:
                 img = np.power(np.clip(img, 0, 1), rng.uniform(0.75, 1.33))
-            if rng.random() < 0.25:   # optics: another camera's point-spread function
+            if self.wide and rng.random() < 0.25:   # optics: another camera's point-spread function
                 img = cv2.GaussianBlur(np.ascontiguousarray(img, np.float32), (0, 0),
                                        rng.uniform(0.3, 1.5))
             if rng.random() < 0.3:
@@ -176,10 +179,13 @@ class SegmentationTask:
     metric_mode = 'max'
 
     def __init__(self, data, val, arch=DEFAULT_ARCH, masks='clean', input_hw=None, seed=0,
-                 limit=0, crop_hw=None, color='rgb'):
+                 limit=0, crop_hw=None, color='rgb', photometric='wide'):
         if color not in COLOR_MODES:
             raise ValueError(f'unknown color mode {color!r} (known: {", ".join(COLOR_MODES)})')
-        self.color = color
+        if photometric not in PHOTOMETRIC_MODES:
+            raise ValueError(f'unknown photometric mode {photometric!r} '
+                             f'(known: {", ".join(PHOTOMETRIC_MODES)})')
+        self.color, self.photometric = color, photometric
         self.crop_hw = tuple(crop_hw) if crop_hw else None
         if arch not in ARCHS:
             raise ValueError(f'unknown segmentation arch {arch!r} (known: {", ".join(ARCHS)})')
@@ -193,7 +199,7 @@ class SegmentationTask:
 
     def datasets(self):
         tr = SegmentationDataset(self.data, self.input_hw, self.masks, True, True, self.seed,
-                                 self.limit, self.crop_hw, self.color)
+                                 self.limit, self.crop_hw, self.color, self.photometric)
         va = SegmentationDataset(self.val, self.input_hw, self.masks, False, limit=self.limit,
                                  color=self.color)
         self.n_train, self.n_val = len(tr), len(va)
@@ -212,6 +218,7 @@ class SegmentationTask:
                 'output': 'logits_nchw', 'class_names': CLASS_NAMES, 'masks': self.masks,
                 'data': str(self.data), 'val': str(self.val), 'n_train': self.n_train,
                 'n_val': self.n_val, 'train_crop_hw': list(self.crop_hw) if self.crop_hw else None,
+                'photometric': self.photometric,
                 'loss': 'cross-entropy' if self.arch == 'unet' else
                         'class-weighted cross-entropy + dice',
                 'class_weights': [round(float(v), 4) for v in getattr(self, 'class_weights', [])]}

@@ -218,11 +218,13 @@ def test_segmentation_export_and_eval(tmp_path, capsys):
 
 
 def test_luma_segmentation_model_is_trained_exported_and_served_on_luma(tmp_path):
-    """--color luma: the dataset feeds BT.601 luma in all three channels, the manifest says so,
-    and the runtime gives a colour frame exactly the prediction of its luma (mono8) frame."""
+    """--color luma: the dataset feeds BT.601 luma in all three channels and the manifest says
+    so; the runtime then gives a colour frame the luma in every channel. Served through the
+    analytic ThresholdSegmenter (class = dominant channel), whose answer shows what it saw."""
     import cv2
     from spacenav_perception.core.engine import InferenceEngine
     from spacenav_perception.core.segmentation_predictor import SegmentationPredictor
+    from spacenav_perception.nets.reference import expected_classes, export_reference_model
     data = make_lunar_set(tmp_path / 'data', n=3)
     task = SegmentationTask(data, data, 'hazardnet', input_hw=(32, 64), color='luma')
     train_ds, val_ds = task.datasets()
@@ -233,11 +235,43 @@ def test_luma_segmentation_model_is_trained_exported_and_served_on_luma(tmp_path
     export_checkpoint(tmp_path / 'run' / 'best.pt', tmp_path / 'hazard.ts', ('ts',),
                       export_command='x')
     assert json.loads((tmp_path / 'hazard.json').read_text())['input']['color'] == 'luma'
-    predictor = SegmentationPredictor(InferenceEngine(tmp_path / 'hazard.ts'),
-                                      compute_safe_site=False)
-    rgb = np.random.default_rng(3).integers(0, 256, (48, 64, 3), dtype=np.uint8)
-    got = predictor.predict(rgb, 'rgb8').classes.copy()
-    np.testing.assert_array_equal(
-        got, predictor.predict(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), 'mono8').classes)
     with pytest.raises(ValueError, match='unknown color mode'):
         SegmentationTask(data, data, 'hazardnet', color='hsv')
+    ref = export_reference_model('segmentation', tmp_path / 'ref', 48, 64)
+    rgb = np.random.default_rng(3).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    as_rgb = SegmentationPredictor(InferenceEngine(ref), compute_safe_site=False)
+    np.testing.assert_array_equal(as_rgb.predict(rgb, 'rgb8').classes,
+                                  expected_classes(rgb / 255.0))
+    manifest = json.loads(ref.with_suffix('.json').read_text())
+    manifest['input']['color'] = 'luma'
+    ref.with_suffix('.json').write_text(json.dumps(manifest))
+    as_luma = SegmentationPredictor(InferenceEngine(ref), compute_safe_site=False)
+    luma = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    want = expected_classes(np.repeat(luma[:, :, None], 3, 2) / 255.0)
+    assert set(np.unique(want)) == {0, 1}         # equal channels: ground or the first rock class
+    np.testing.assert_array_equal(as_luma.predict(rgb, 'rgb8').classes, want)
+    np.testing.assert_array_equal(as_luma.predict(rgb[..., ::-1].copy(), 'bgr8').classes, want)
+
+
+def test_eval_perturb_scores_the_perturbed_frames(tmp_path, capsys):
+    """`spacenav eval segmentation --perturb NAME`: the confusion matrix is that of the model's
+    answers on the perturbed frames (analytic model, so the expected matrix is computed here)."""
+    from spacenav_perception.evaluation.perturbations import perturb
+    from spacenav_perception.nets.reference import expected_classes, export_reference_model
+    from spacenav_perception.training.segmentation_task import list_samples, read_sample
+    data = make_lunar_set(tmp_path / 'data', n=3)
+    ref = export_reference_model('segmentation', tmp_path / 'ref', 48, 64)
+    matrices = {}
+    for name in ('none', 'gray', 'warm', 'gain2.5'):
+        assert cli_main(['eval', 'segmentation', '--data', str(data), '--model', str(ref),
+                         '--json', '--perturb', name]) == 0
+        r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert r['perturbation'] == name
+        cm = np.zeros((4, 4), np.int64)
+        for i, sample in enumerate(list_samples(data)):
+            img, truth = read_sample(sample)
+            pred = expected_classes(perturb(img, name, i) / 255.0)
+            np.add.at(cm, (truth.reshape(-1), pred.reshape(-1)), 1)
+        np.testing.assert_array_equal(r['confusion_matrix'], cm)
+        matrices[name] = cm
+    assert len({m.tobytes() for m in matrices.values()}) == 4      # each changed the answers

@@ -7,6 +7,13 @@ import argparse
 import json
 
 from spacenav_perception.commands import HelpFormatter
+from spacenav_perception.evaluation.perturbations import PERTURBATIONS
+
+PERTURB_HELP = ('apply this change to every frame first, to measure robustness to another '
+                'camera or renderer: ' + ', '.join(PERTURBATIONS) + ' (gainK: exposure x K, '
+                'gammaG: I**G, blurS: Gaussian PSF sigma S px, noiseS: sigma S of full scale, '
+                'offsetV: black level +V, warm: R x1.1 B x0.8, gray: luma in R, G, B; colour '
+                'changes leave mono frames as they are)')
 
 
 def register(subparsers) -> None:
@@ -33,6 +40,8 @@ def register(subparsers) -> None:
                    help='in-view threshold on sigmoid(logit), as the node uses')
     c.add_argument('--limit', type=int, default=0, help='first N frames only')
     c.add_argument('--json', action='store_true', help='print one JSON object')
+    c.add_argument('--perturb', choices=PERTURBATIONS, default='none', metavar='NAME',
+                   help=PERTURB_HELP)
     c.add_argument('--out', default=None, help='folder for the error plot, JSON and per-frame CSV')
     c.set_defaults(func=run_centroid)
     s = sub.add_parser(
@@ -51,6 +60,8 @@ def register(subparsers) -> None:
                    help='inference device (auto: CUDA when available)')
     s.add_argument('--limit', type=int, default=0, help='first N frames only')
     s.add_argument('--json', action='store_true', help='print one JSON object')
+    s.add_argument('--perturb', choices=PERTURBATIONS, default='none', metavar='NAME',
+                   help=PERTURB_HELP)
     s.add_argument('--out', default=None, help='folder for the confusion matrix, overlays, JSON')
     s.set_defaults(func=run_segmentation)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
@@ -59,7 +70,7 @@ def register(subparsers) -> None:
 def run_centroid(args) -> int:
     from spacenav_perception.evaluation.centroid_eval import evaluate_centroid, format_table
     r = evaluate_centroid(args.data, args.model, args.device, args.out, args.min_confidence,
-                          args.limit, progress=not args.json)
+                          args.limit, progress=not args.json, perturbation=args.perturb)
     print(json.dumps(r) if args.json else format_table(r))
     return 0
 
@@ -67,6 +78,6 @@ def run_centroid(args) -> int:
 def run_segmentation(args) -> int:
     from spacenav_perception.evaluation.segmentation_eval import evaluate_segmentation, format_table
     r = evaluate_segmentation(args.data, args.model, args.masks, args.device, args.out,
-                              args.limit, progress=not args.json)
+                              args.limit, progress=not args.json, perturbation=args.perturb)
     print(json.dumps(r) if args.json else format_table(r))
     return 0

@@ -72,7 +72,10 @@ def _encoding(img: np.ndarray) -> str:
 
 
 def evaluate_centroid(data, model=None, device='cpu', out=None, min_confidence=0.5,
-                      limit=0, progress=True) -> dict:
+                      limit=0, progress=True, perturbation: str = 'none') -> dict:
+    """`perturbation`: a name from evaluation/perturbations.py applied to every frame before
+    the model and the baselines see it (robustness figures; 'none': the frames as they are)."""
+    from .perturbations import perturb
     from ..core.centroid_predictor import CentroidPredictor
     from ..core.engine import InferenceEngine
     from ..paths import packaged_model_path
@@ -90,6 +93,7 @@ def evaluate_centroid(data, model=None, device='cpu', out=None, min_confidence=0
         if img is None:
             n_skipped += 1
             continue
+        img = perturb(img, perturbation, len(names))
         t0 = time.perf_counter()
         r = predictor.predict(img, _encoding(img))
         latency.append(time.perf_counter() - t0)
@@ -116,7 +120,7 @@ def evaluate_centroid(data, model=None, device='cpu', out=None, min_confidence=0
         'baselines': {k: dict(stats(v), n_no_target=int(np.sum(~np.isfinite(v))))
                       for k, v in base_err.items()},
         'model': str(model), 'engine': engine.engine, 'device': engine.device,
-        'data': str(data), 'min_confidence': min_confidence,
+        'data': str(data), 'min_confidence': min_confidence, 'perturbation': perturbation,
         'predictor_latency_ms': {'p50': float(np.median(latency) * 1e3) if latency else None,
                                  'p90': float(np.percentile(latency, 90) * 1e3) if latency else None},
     })

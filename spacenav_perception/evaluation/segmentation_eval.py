@@ -17,7 +17,10 @@ from ..training.segmentation_task import (CLASS_NAMES, NUM_CLASSES, list_samples
 
 
 def evaluate_segmentation(data, model=None, masks='clean', device='cpu', out=None, limit=0,
-                          n_overlays=4, progress=True) -> dict:
+                          n_overlays=4, progress=True, perturbation: str = 'none') -> dict:
+    """`perturbation`: a name from evaluation/perturbations.py applied to every frame before
+    the model sees it (robustness figures; 'none': the frames as they are)."""
+    from .perturbations import perturb
     from ..core.engine import InferenceEngine
     from ..core.segmentation_predictor import SegmentationPredictor
     from ..paths import packaged_model_path
@@ -36,6 +39,7 @@ def evaluate_segmentation(data, model=None, masks='clean', device='cpu', out=Non
         if pair is None:
             continue
         img, truth = pair
+        img = perturb(img, perturbation, i)
         t0 = time.perf_counter()
         pred = predictor.predict(img, 'rgb8').classes
         latency.append(time.perf_counter() - t0)
@@ -50,7 +54,7 @@ def evaluate_segmentation(data, model=None, masks='clean', device='cpu', out=Non
               'confusion_matrix': cm.tolist(), 'class_names': CLASS_NAMES, 'masks': masks,
               'rocks': rocks.result(),
               'model': str(model), 'engine': engine.engine, 'device': engine.device,
-              'data': str(data),
+              'data': str(data), 'perturbation': perturbation,
               'predictor_latency_ms': {'p50': float(np.median(latency) * 1e3) if latency else None,
                                        'p90': float(np.percentile(latency, 90) * 1e3) if latency else None}}
     if out:

@@ -107,6 +107,18 @@ def gain(image, g: float):
     return _back(f * g, top, image.dtype)
 
 
+def channel_gain(image, gains):
+    """Per-channel gain of an (H, W, C) image (a colour cast), clipped to the full scale."""
+    f, top = _as_float(image)
+    return _back(f * np.asarray(gains, np.float32), top, image.dtype)
+
+
+def offset(image, value: float):
+    """Add `value` (units of the full scale: a black level), clipped."""
+    f, top = _as_float(image)
+    return _back(f + np.float32(value), top, image.dtype)
+
+
 def gamma(image, gm: float):
     f, top = _as_float(image)
     return _back(np.power(np.clip(f, 0, 1), gm), top, image.dtype)

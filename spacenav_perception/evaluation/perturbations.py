@@ -20,33 +20,19 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..data.augment import add_noise, gain, gamma, gaussian_blur
+from ..data.augment import add_noise, channel_gain, gain, gamma, gaussian_blur, offset
 
 PERTURBATIONS = ('none', 'gain0.4', 'gain0.5', 'gain1.6', 'gain2.5', 'gamma0.6', 'gamma1.6',
                  'blur1.5', 'noise0.04', 'offset0.05', 'warm', 'gray')
 
 
-def _colour(image: np.ndarray, fn) -> np.ndarray:
-    if image.ndim != 3 or image.shape[2] != 3:
-        return image
-    return fn(image)
-
-
-def _warm(image):
-    top = np.iinfo(image.dtype).max if np.issubdtype(image.dtype, np.integer) else 1.0
-    f = image.astype(np.float32) * np.array([1.1, 1.0, 0.8], np.float32)
-    return np.clip(np.rint(f) if top != 1.0 else f, 0, top).astype(image.dtype)
+def _colour_only(image: np.ndarray, fn) -> np.ndarray:
+    return fn(image) if image.ndim == 3 and image.shape[2] == 3 else image
 
 
 def _gray(image):
     luma = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     return np.repeat(luma[:, :, None], 3, axis=2)
-
-
-def _offset(image, value: float):
-    top = np.iinfo(image.dtype).max if np.issubdtype(image.dtype, np.integer) else 1.0
-    f = image.astype(np.float32) + value * top
-    return np.clip(np.rint(f) if top != 1.0 else f, 0, top).astype(image.dtype)
 
 
 def perturb(image: np.ndarray, name: str, index: int = 0) -> np.ndarray:
@@ -64,7 +50,7 @@ def perturb(image: np.ndarray, name: str, index: int = 0) -> np.ndarray:
     if name.startswith('noise'):
         return add_noise(image, float(name[5:]), np.random.default_rng([7, index]))
     if name.startswith('offset'):
-        return _offset(image, float(name[6:]))
+        return offset(image, float(name[6:]))
     if name == 'warm':
-        return _colour(image, _warm)
-    return _colour(image, _gray)
+        return _colour_only(image, lambda rgb: channel_gain(rgb, (1.1, 1.0, 0.8)))
+    return _colour_only(image, _gray)

@@ -73,8 +73,7 @@ def test_shape_kl_is_zero_at_the_silhouette_and_skips_cut_bodies():
 
 def test_centroid_augmentation_moves_the_silhouette_with_the_image(tmp_path):
     tr = make_asteroid_set(tmp_path / 'tr', n=6, size=64, seed=4)
-    # narrow photometric ranges: no blur or offset to move light outside the silhouette
-    task = CentroidTask(tr, tr, 'centroidnet', input_size=64, p_empty=0.0, photometric='narrow')
+    task = CentroidTask(tr, tr, 'centroidnet', input_size=64, p_empty=0.0)
     train_ds, _ = task.datasets()
     assert train_ds.n_silhouettes == 6
     moved = 0
@@ -235,9 +234,10 @@ def test_train_init_from_a_missing_or_foreign_checkpoint_is_one_clear_error(tmp_
 
 
 def test_wide_photometric_augmentation_varies_exposure_and_keeps_labels(tmp_path):
-    """'wide' (the default) draws exposures from a third to about three times nominal (so a
-    mid-grey frame can saturate), plus blur and offsets; 'narrow' never saturates it; labels and
-    silhouettes are untouched; unknown modes are refused."""
+    """'wide' draws exposures from a third to about three times nominal (so a
+    mid-grey frame can saturate), plus blur and offsets; 'narrow' (the default, the shipped
+    model's recipe) never saturates it; labels and silhouettes are untouched; unknown modes are
+    refused."""
     from spacenav_perception.training.centroid_task import CentroidDataset
     grey = np.full((32, 32), 0.5, np.float32)
     rng = np.random.default_rng(0)
@@ -247,7 +247,9 @@ def test_wide_photometric_augmentation_varies_exposure_and_keeps_labels(tmp_path
     assert (means['wide'] > 0.99).mean() > 0.1 and (means['narrow'] > 0.99).mean() == 0
     assert np.percentile(means['wide'], 5) < np.percentile(means['narrow'], 5) - 0.05
     tr = make_asteroid_set(tmp_path / 'tr', n=4, size=64, seed=5)
-    ds = CentroidTask(tr, tr, 'centroidnet', input_size=64, p_empty=0.0).datasets()[0]
+    assert CentroidTask(tr, tr, 'centroidnet').photometric == 'narrow'
+    ds = CentroidTask(tr, tr, 'centroidnet', input_size=64, p_empty=0.0,
+                      photometric='wide').datasets()[0]
     assert ds.photometric == 'wide'
     for epoch in range(4):
         ds.set_epoch(epoch)

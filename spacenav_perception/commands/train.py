@@ -36,10 +36,11 @@ def _common(p, defaults_note: str) -> None:
     p.add_argument('--amp', action='store_true', help='mixed precision (CUDA only)')
     p.add_argument('--overlay-every', type=int, default=5,
                    help='write a validation overlay PNG every N epochs')
-    p.add_argument('--photometric', choices=('wide', 'narrow'), default='wide',
-                   help='image-only augmentation ranges: wide (default: exposure, gamma, noise, '
-                        'blur wide enough for another camera or renderer) or narrow (what the '
-                        'models of sessions 1-7 were trained with; to reproduce them)')
+    p.add_argument('--photometric', choices=('wide', 'narrow'), default=None,
+                   help='image-only augmentation ranges: wide (exposure, gamma, noise, blur '
+                        'wide enough for another camera or renderer) or narrow (the ranges of '
+                        'sessions 1-7). Default: the shipped model\'s recipe, narrow for '
+                        'centroid, wide for segmentation')
     p.add_argument('--limit', type=int, default=0, help='use only the first N samples (debug)')
     p.add_argument('--max-steps-per-epoch', type=int, default=0, help='cap steps (debug)')
 
@@ -131,15 +132,18 @@ def _run(task, cfg) -> int:
 
 
 def run_centroid(args) -> int:
-    from spacenav_perception.training.centroid_task import CentroidTask, arch_defaults
+    from spacenav_perception.training.centroid_task import (
+        DEFAULT_PHOTOMETRIC as CENTROID_PHOTOMETRIC, CentroidTask, arch_defaults)
     task = CentroidTask(args.data, args.val, args.arch, args.input_size, args.seed,
-                        args.p_empty, args.limit, args.shape_weight, args.photometric)
+                        args.p_empty, args.limit, args.shape_weight,
+                        args.photometric or CENTROID_PHOTOMETRIC)
     return _run(task, _config(args, arch_defaults(args.arch)))
 
 
 def run_segmentation(args) -> int:
-    from spacenav_perception.training.segmentation_task import SegmentationTask, arch_defaults
+    from spacenav_perception.training.segmentation_task import (
+        DEFAULT_PHOTOMETRIC as SEGMENTATION_PHOTOMETRIC, SegmentationTask, arch_defaults)
     task = SegmentationTask(args.data, args.val, args.arch, args.masks, args.input_hw,
                             args.seed, args.limit, args.crop_hw, args.color,
-                            args.photometric)
+                            args.photometric or SEGMENTATION_PHOTOMETRIC)
     return _run(task, _config(args, arch_defaults(args.arch)))

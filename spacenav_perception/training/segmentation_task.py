@@ -41,6 +41,7 @@ MEAN = [0.5, 0.5, 0.5]
 STD = [0.25, 0.25, 0.25]
 COLOR_MODES = ('rgb', 'luma')
 PHOTOMETRIC_MODES = ('wide', 'narrow')
+DEFAULT_PHOTOMETRIC = 'wide'      # the shipped model's recipe (session 8)
 
 
 def arch_defaults(arch: str) -> dict:
@@ -107,7 +108,7 @@ def load_segmentation_set(root, hw, masks='clean', desc='load', limit=0, color='
 
 class SegmentationDataset(Dataset):
     def __init__(self, root, hw, masks='clean', train=False, augment=True, seed=0, limit=0,
-                 crop_hw=None, color='rgb', photometric='wide'):
+                 crop_hw=None, color='rgb', photometric=DEFAULT_PHOTOMETRIC):
         self.wide = photometric == 'wide'
         self.images, self.labels = load_segmentation_set(root, hw, masks,
                                                          'train' if train else 'val', limit,
@@ -179,7 +180,7 @@ class SegmentationTask:
     metric_mode = 'max'
 
     def __init__(self, data, val, arch=DEFAULT_ARCH, masks='clean', input_hw=None, seed=0,
-                 limit=0, crop_hw=None, color='rgb', photometric='wide'):
+                 limit=0, crop_hw=None, color='rgb', photometric=DEFAULT_PHOTOMETRIC):
         if color not in COLOR_MODES:
             raise ValueError(f'unknown color mode {color!r} (known: {", ".join(COLOR_MODES)})')
         if photometric not in PHOTOMETRIC_MODES:

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 from spacenav_perception.commands import HelpFormatter
+from spacenav_perception.core.manifest import COLOR_MODES
+from spacenav_perception.data.augment import PHOTOMETRIC_MODES
 
 # the same as training/segmentation_task.ARCHS and DEFAULT_ARCH (kept here so that --help needs
 # no torch; test_nets.test_train_cli_segmentation_archs_match_the_task checks that they agree)
@@ -36,7 +38,7 @@ def _common(p, defaults_note: str) -> None:
     p.add_argument('--amp', action='store_true', help='mixed precision (CUDA only)')
     p.add_argument('--overlay-every', type=int, default=5,
                    help='write a validation overlay PNG every N epochs')
-    p.add_argument('--photometric', choices=('wide', 'narrow'), default=None,
+    p.add_argument('--photometric', choices=PHOTOMETRIC_MODES, default=None,
                    help='image-only augmentation ranges: wide (exposure, gamma, noise, blur '
                         'wide enough for another camera or renderer) or narrow (the ranges of '
                         'sessions 1-7). Default: the shipped model\'s recipe, narrow for '
@@ -91,7 +93,7 @@ def register(subparsers) -> None:
     s.add_argument('--crop-hw', type=int, nargs=2, default=None, metavar=('H', 'W'),
                    help='train on random crops of this size taken from the resized frames '
                         '(cheaper steps; validation always sees whole frames)')
-    s.add_argument('--color', choices=('rgb', 'luma'), default='rgb',
+    s.add_argument('--color', choices=COLOR_MODES, default='rgb',
                    help='what the network sees of a colour frame: rgb, or luma (BT.601) in all '
                         'three channels, so that a colour cast of another camera or renderer '
                         'cannot change the result; written to the manifest, the runtime does the '

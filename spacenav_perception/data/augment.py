@@ -21,6 +21,13 @@ from dataclasses import dataclass
 import numpy as np
 
 
+# Ranges of the trainers' image-only augmentation (training/centroid_task.py and
+# segmentation_task.py say what each means for their task): 'narrow', the recipes of sessions
+# 1-7, and 'wide', which adds a point-spread blur (and for the centroid wider exposure, gamma,
+# noise and a black level).
+PHOTOMETRIC_MODES = ('narrow', 'wide')
+
+
 def _pts(points):
     return None if points is None else np.asarray(points, np.float64).reshape(-1, 2).copy()
 

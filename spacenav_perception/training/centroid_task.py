@@ -9,9 +9,9 @@ as uint8.  Two architectures:
   in-view logit.  Training adds synthetic no-target frames (dark / noise / stars / hot pixels,
   labelled not-in-view) and label-exact augmentations (D4 flips/transposes, integer shifts that
   keep the lit body in frame, gain, gamma, noise; ``photometric='wide'`` also blur and a
-  black-level offset, over ranges wide enough to cover another camera's exposure: see
-  PHOTOMETRIC_MODES; the default stays 'narrow', the shipped model's recipe, because 'wide'
-  did not make it more robust, docs/RESULTS_MODELS.md, session 8).  AdamW + warm-up/cosine schedule.
+  black-level offset, over ranges wide enough to cover another camera's exposure; the default
+  stays 'narrow', the shipped model's recipe: 'wide' did not make it more robust, session 8 in
+  docs/RESULTS_MODELS.md).  AdamW + warm-up/cosine schedule.
   Where the data set has DIR/silhouettes/ (the renderer writes them), the network's weight map
   is also pulled toward a uniform weight over the body's whole silhouette (KL divergence, weight
   ``shape_weight``), for frames whose silhouette does not touch the frame edge: a dense target
@@ -34,6 +34,7 @@ from tqdm import tqdm
 from . import plots
 from .trainer import adamw_one_cycle
 from ..data.asteroid_dataset import read_image, read_index, to_unit_float
+from ..data.augment import PHOTOMETRIC_MODES
 from ..data.problems import DataProblems, UnusableDataset
 
 ARCHS = ('centroidnet', 'thesis')
@@ -44,7 +45,6 @@ DEFAULT_SHAPE_WEIGHT = 20.0     # weight of the silhouette KL term (centroidnet)
 # an overexposed frame), gamma 0.55-1.8, noise up to 3 % of full scale, a point-spread blur and
 # a black-level offset (the shipped model loses up to 2x its p95 error under such changes, but a
 # run with these ranges was no more robust: session 8).
-PHOTOMETRIC_MODES = ('narrow', 'wide')
 DEFAULT_PHOTOMETRIC = 'narrow'
 
 

@@ -31,6 +31,8 @@ from tqdm import tqdm
 from . import plots
 from .trainer import adamw_one_cycle
 from ..core.lunar_classes import CLASS_NAMES as LUNAR_CLASS_NAMES, NUM_CLASSES
+from ..core.manifest import COLOR_MODES
+from ..data.augment import PHOTOMETRIC_MODES
 from ..data.lunar_dataset import classify_mask, find_samples, read_rgb
 from ..data.problems import DataProblems, UnusableDataset
 
@@ -39,8 +41,6 @@ DEFAULT_ARCH = 'hazardnet_sp'     # the shipped models/hazard.* design
 CLASS_NAMES = list(LUNAR_CLASS_NAMES)     # a list: it goes into checkpoints and manifests
 MEAN = [0.5, 0.5, 0.5]
 STD = [0.25, 0.25, 0.25]
-COLOR_MODES = ('rgb', 'luma')
-PHOTOMETRIC_MODES = ('wide', 'narrow')
 DEFAULT_PHOTOMETRIC = 'wide'      # the shipped model's recipe (session 8)
 
 
@@ -139,7 +139,7 @@ class SegmentationDataset(Dataset):
             img = img * rng.uniform(0.7, 1.3) + rng.uniform(-0.08, 0.08)
             if rng.random() < 0.5:
                 img = np.power(np.clip(img, 0, 1), rng.uniform(0.75, 1.33))
-            if self.wide and rng.random() < 0.25:   # optics: another camera's point-spread function
+            if self.wide and rng.random() < 0.25:   # another camera's point-spread function
                 img = cv2.GaussianBlur(np.ascontiguousarray(img, np.float32), (0, 0),
                                        rng.uniform(0.3, 1.5))
             if rng.random() < 0.3:

@@ -85,7 +85,7 @@ def evaluate_centroid(data, model=None, device='cpu', out=None, min_confidence=0
     data = Path(data)
     records = read_dataset(data, limit)
     names, err, err_any, base_err, latency = [], [], [], {k: [] for k in BASELINES}, []
-    phase, diameter, cut = [], [], []
+    phase, diameter, cut, xy = [], [], [], []
     n_no_target = n_skipped = 0
     for rec in tqdm(records, desc='eval centroid', disable=not progress):
         name, x, y = rec.name, rec.x, rec.y
@@ -108,6 +108,7 @@ def evaluate_centroid(data, model=None, device='cpu', out=None, min_confidence=0
             bx, by = fn(img)
             base_err[k].append(math.hypot(bx - x, by - y))
         names.append(name)
+        xy.append((x, y, r.x, r.y, r.confidence))
         phase.append(_meta_float(rec.meta, 'phase_deg'))
         diameter.append(_meta_float(rec.meta, 'apparent_diameter_px'))
         cut.append(_meta_float(rec.meta, 'cut_by_edge'))
@@ -154,11 +155,12 @@ def evaluate_centroid(data, model=None, device='cpu', out=None, min_confidence=0
         with open(out / 'centroid_eval.json', 'w') as f:
             json.dump(result, f, indent=2)
         with open(out / 'per_frame.csv', 'w') as f:
-            f.write('image_name,error_px,error_any_px,' +
+            f.write('image_name,x_true,y_true,x_pred,y_pred,confidence,error_px,error_any_px,' +
                     ','.join(f'{k}_error_px' for k in base_err) +
                     ',phase_deg,apparent_diameter_px,cut_by_edge\n')
             for i, n in enumerate(names):
-                f.write(f'{n},{err[i]:.4f},{err_any[i]:.4f},' +
+                f.write(f'{n},' + ','.join(f'{v:.4f}' for v in xy[i]) +
+                        f',{err[i]:.4f},{err_any[i]:.4f},' +
                         ','.join(f'{base_err[k][i]:.4f}' for k in base_err) +
                         f',{phase[i]},{diameter[i]},{cut[i]}\n')
     return result

@@ -33,14 +33,15 @@ def build_from_config(config: dict) -> torch.nn.Module:
 
 def load_checkpoint_model(checkpoint) -> tuple[torch.nn.Module, dict]:
     """(eval-mode model on CPU, config dict) from RUNDIR/best.pt or last.pt."""
+    from .training.trainer import checkpoint_weights, load_checkpoint
     checkpoint = Path(checkpoint)
-    ck = torch.load(checkpoint, map_location='cpu', weights_only=True)
+    ck = load_checkpoint(checkpoint)
     if 'config' in ck:
         config = json.loads(ck['config'])
     else:
         config = json.loads((checkpoint.parent / 'config.json').read_text())
     model = build_from_config(config)
-    model.load_state_dict(ck['model'] if 'model' in ck else ck)
+    model.load_state_dict(checkpoint_weights(ck))
     model.eval()
     return model, config
 
@@ -133,6 +134,26 @@ def export_model(model: torch.nn.Module, config: dict, out, formats=('ts', 'pt2'
 TTA_MODES = ('none', 'd4', 'hflip')
 
 
+def _check_input_size(model: torch.nn.Module, config: dict, h: int, w: int) -> None:
+    """Refuse an export input size the network cannot run at as the manifest would say: it
+    must run, and a segmentation network must return its logits at that same size (the report
+    U-Net, with four 2x poolings, needs multiples of 16; hazardnet_sp takes any even size).
+    Checked by running the network once on a blank input of that size."""
+    if h <= 0 or w <= 0:
+        raise ValueError(f'input size {h}x{w}: height and width must be positive')
+    x = torch.zeros(1, config['input']['channels'], h, w)
+    try:
+        with torch.inference_mode():
+            y = model(x)
+    except RuntimeError as exc:
+        raise ValueError(f'input size {h}x{w}: the {config["arch"]} network cannot run at it '
+                         f'({str(exc).splitlines()[0]})') from None
+    if config.get('output') == 'logits_nchw' and tuple(y.shape[-2:]) != (h, w):
+        raise ValueError(f'input size {h}x{w}: the {config["arch"]} network returns '
+                         f'{y.shape[-2]}x{y.shape[-1]} logits there, not one per input pixel; '
+                         'pick a size it keeps (multiples of 16 suit every segmentation arch)')
+
+
 def export_checkpoint(checkpoint, out, formats=('ts', 'pt2', 'onnx'), export_command=None,
                       log=print, tta: str = 'none', input_hw=None) -> dict:
     """`tta='d4'` (centroid models): the exported graph averages the network over the 8
@@ -145,9 +166,7 @@ def export_checkpoint(checkpoint, out, formats=('ts', 'pt2', 'onnx'), export_com
     trained_hw = (config['input']['height'], config['input']['width'])
     if input_hw is not None:   # run a fully convolutional network at another input size
         h, w = (int(v) for v in input_hw)
-        if h <= 0 or w <= 0 or h % 16 or w % 16:
-            raise ValueError(f'input size {h}x{w}: height and width must be positive multiples '
-                             'of 16')
+        _check_input_size(model, config, h, w)
         config = dict(config, input=dict(config['input'], height=h, width=w))
     if tta == 'd4':
         if config.get('output') != 'xy_norm_logit':

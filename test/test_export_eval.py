@@ -77,7 +77,18 @@ def test_eval_centroid_json_through_cli(centroid_run, capsys, tmp_path):
             for m in csv.DictReader(open(data / 'meta.csv'))}
     ratios = [float(row['error_px']) / diam[row['image_name']] for row in rows]
     assert r['relative_to_diameter']['model']['n'] == 6
-    assert r['relative_to_diameter']['model']['median'] == pytest.approx(np.median(ratios), rel=1e-3)
+    assert r['relative_to_diameter']['model']['median'] == pytest.approx(np.median(ratios),
+                                                                         rel=1e-3)
+    # each row carries the label and the prediction its error was computed from
+    labels = {m['image_name']: m for m in csv.DictReader(open(data / 'labels.csv'))}
+    for row in rows:
+        lab = labels[row['image_name']]
+        assert float(row['x_true']) == pytest.approx(float(lab['x_coordinate']), abs=1e-4)
+        assert float(row['y_true']) == pytest.approx(float(lab['y_coordinate']), abs=1e-4)
+        dx = float(row['x_pred']) - float(row['x_true'])
+        dy = float(row['y_pred']) - float(row['y_true'])
+        assert np.hypot(dx, dy) == pytest.approx(float(row['error_px']), abs=2e-4)
+        assert 0.0 <= float(row['confidence']) <= 1.0
     assert r['relative_to_diameter']['cob']['n'] == 6
 
 
@@ -213,7 +224,7 @@ def test_segmentation_export_and_eval(tmp_path, capsys):
         np.testing.assert_allclose(sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0],
                                    model(x).numpy(), atol=1e-4)
     assert cli_main(['export', '--checkpoint', str(tmp_path / 'run' / 'best.pt'), '--out',
-                     str(tmp_path / 'z.ts'), '--input-hw', '50', '96']) == 2
+                     str(tmp_path / 'z.ts'), '--input-hw', '0', '96']) == 2
     assert not (tmp_path / 'z.ts').exists()
 
 
@@ -275,3 +286,22 @@ def test_eval_perturb_scores_the_perturbed_frames(tmp_path, capsys):
         np.testing.assert_array_equal(r['confusion_matrix'], cm)
         matrices[name] = cm
     assert len({m.tobytes() for m in matrices.values()}) == 4      # each changed the answers
+
+
+def test_export_input_size_is_checked_by_running_the_network():
+    """--input-hw is accepted where the network runs and keeps one logit per input pixel,
+    whatever the arch: hazardnet_sp takes 36x52 (not multiples of 16), the report U-Net
+    (four 2x poolings) does not keep 40x72 and the refusal says what it returned."""
+    from spacenav_perception.export import _check_input_size
+    from spacenav_perception.training.segmentation_task import build_model
+    cfg = {'input': {'channels': 3}, 'output': 'logits_nchw'}
+    sp = build_model('hazardnet_sp').eval()
+    _check_input_size(sp, dict(cfg, arch='hazardnet_sp'), 36, 52)
+    with torch.inference_mode():
+        assert tuple(sp(torch.zeros(1, 3, 36, 52)).shape[-2:]) == (36, 52)
+    unet = build_model('unet').eval()
+    _check_input_size(unet, dict(cfg, arch='unet'), 48, 64)
+    with pytest.raises(ValueError, match=r'40x72: the unet network (returns|cannot run)'):
+        _check_input_size(unet, dict(cfg, arch='unet'), 40, 72)
+    with pytest.raises(ValueError, match='must be positive'):
+        _check_input_size(sp, dict(cfg, arch='hazardnet_sp'), 0, 52)

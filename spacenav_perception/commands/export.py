@@ -25,7 +25,7 @@ def register(subparsers) -> None:
                         '(segmentation models): average over the frame and its mirror image, 2x '
                         'the compute')
     p.add_argument('--input-hw', nargs=2, type=int, metavar=('H', 'W'),
-                   help='model input height width (multiples of 16) instead of the training '
+                   help='model input height width instead of the training '
                         'size: trades accuracy for speed with a fully convolutional network; '
                         'the manifest keeps the training size under training.input_hw')
     p.set_defaults(func=run)

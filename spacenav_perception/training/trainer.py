@@ -115,6 +115,12 @@ def load_checkpoint(path) -> dict:
     return torch.load(path, map_location='cpu', weights_only=True)
 
 
+def checkpoint_weights(ck: dict) -> dict:
+    """The model's state dict from a loaded checkpoint: this trainer's files keep it under
+    'model' (beside optimizer, epoch, config); a bare state dict is accepted as it is."""
+    return ck['model'] if 'model' in ck else ck
+
+
 def adamw_one_cycle(model, cfg, n_train: int, final_div_factor: float):
     """AdamW with a one-cycle schedule (10 % warm-up, cosine decay) stepped once per batch:
     the default recipe of both tasks' default networks."""
@@ -138,8 +144,7 @@ def load_init_state(path, task_name: str) -> dict:
     (sha256, task) first: fine-tuning the shipped model on new data needs no run folder."""
     path = Path(path)
     if path.suffix != '.ts':
-        ck = load_checkpoint(path)
-        return ck['model'] if 'model' in ck else ck
+        return checkpoint_weights(load_checkpoint(path))
     from ..core.manifest import ModelIntegrityError, load_manifest
     try:
         manifest = load_manifest(path, expected_task=task_name)

@@ -44,6 +44,7 @@ class DemoConfig:
     lunar_height: int = 480
     seed: int = 2024
     rate_hz: float = 4.0
+    queue_depth: int = 1
     model_centroid: str = ''
     model_hazard: str = ''
     device: str = 'auto'
@@ -189,6 +190,7 @@ def replay_through_graph(bag: Path, *, task: str, model: Path, eval_dir: Path,
 
     overrides = {
         'bag': str(bag), 'rate_hz': str(config.rate_hz), 'stamp_mode': 'now',
+        'qos_depth': str(config.queue_depth),
         'use_centroid': str(task == 'centroid').lower(),
         'use_hazard': str(task == 'hazard').lower(),
         'wait_for_subscribers': '2', 'done_delay_s': '0.0', 'device': config.device,

@@ -27,6 +27,10 @@ def register(subparsers) -> None:
     parser.add_argument('--rate-hz', type=float, default=4.0,
                         help='replay rate; frames the nodes cannot keep up with are dropped '
                              'by them and count as missed')
+    parser.add_argument('--queue-depth', type=int, default=1,
+                        help='image queue depth of the perception nodes (keep last, reliable): '
+                             '1 answers the newest frame and drops the rest, as on a robot; '
+                             'larger scores every frame of a replay a busy CPU falls behind on')
     parser.add_argument('--seed', type=int, default=2024, help='data set seed')
     parser.add_argument('--model-centroid', default='',
                         help="centroid model ('' = the shipped models/centroid.ts)")
@@ -49,9 +53,14 @@ def run(args) -> int:
     config = DemoConfig(out=args.out, n_asteroid=args.n_asteroid, n_lunar=args.n_lunar,
                         asteroid_size=args.asteroid_size, lunar_width=width,
                         lunar_height=height, seed=args.seed, rate_hz=args.rate_hz,
+                        queue_depth=args.queue_depth,
                         model_centroid=args.model_centroid, model_hazard=args.model_hazard,
                         device=args.device, render_device=args.render_device,
                         progress=not args.no_progress)
+    if args.queue_depth < 1:
+        print(f'spacenav demo: error: --queue-depth must be at least 1, not {args.queue_depth}',
+              file=sys.stderr)
+        return 2
     if args.quick:
         config = quick(config)
     try:

@@ -54,3 +54,14 @@ def test_demo_missing_model_says_which_and_how(tmp_path):
     assert 'centroid model' in result.stderr and 'nope' in result.stderr
     assert '--model-centroid' in result.stderr and 'spacenav train' in result.stderr
     assert not (tmp_path / 'demo_out' / 'data').exists()    # failed before rendering
+
+
+@pytest.mark.parametrize('args, message', [
+    (('--queue-depth', 0), '--queue-depth must be at least 1'),
+    (('--lunar-size', '720by480'), 'is not WIDTHxHEIGHT'),
+])
+def test_demo_bad_arguments_fail_before_rendering(tmp_path, args, message):
+    result = spacenav('demo', '--quick', '--out', tmp_path / 'demo_out', *args, '--no-progress')
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert not (tmp_path / 'demo_out').exists()

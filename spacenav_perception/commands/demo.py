@@ -50,6 +50,10 @@ def run(args) -> int:
         print(f'spacenav demo: error: --lunar-size {args.lunar_size!r} is not WIDTHxHEIGHT',
               file=sys.stderr)
         return 2
+    if args.queue_depth < 1:
+        print(f'spacenav demo: error: --queue-depth must be at least 1, not {args.queue_depth}',
+              file=sys.stderr)
+        return 2
     config = DemoConfig(out=args.out, n_asteroid=args.n_asteroid, n_lunar=args.n_lunar,
                         asteroid_size=args.asteroid_size, lunar_width=width,
                         lunar_height=height, seed=args.seed, rate_hz=args.rate_hz,
@@ -57,10 +61,6 @@ def run(args) -> int:
                         model_centroid=args.model_centroid, model_hazard=args.model_hazard,
                         device=args.device, render_device=args.render_device,
                         progress=not args.no_progress)
-    if args.queue_depth < 1:
-        print(f'spacenav demo: error: --queue-depth must be at least 1, not {args.queue_depth}',
-              file=sys.stderr)
-        return 2
     if args.quick:
         config = quick(config)
     try:

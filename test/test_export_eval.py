@@ -250,13 +250,15 @@ def test_luma_segmentation_model_is_trained_exported_and_served_on_luma(tmp_path
         SegmentationTask(data, data, 'hazardnet', color='hsv')
     ref = export_reference_model('segmentation', tmp_path / 'ref', 48, 64)
     rgb = np.random.default_rng(3).integers(0, 256, (48, 64, 3), dtype=np.uint8)
-    as_rgb = SegmentationPredictor(InferenceEngine(ref), compute_safe_site=False)
+    as_rgb = SegmentationPredictor(InferenceEngine(ref), compute_safe_site=False,
+                                   min_hazard_region_px=0)
     np.testing.assert_array_equal(as_rgb.predict(rgb, 'rgb8').classes,
                                   expected_classes(rgb / 255.0))
     manifest = json.loads(ref.with_suffix('.json').read_text())
     manifest['input']['color'] = 'luma'
     ref.with_suffix('.json').write_text(json.dumps(manifest))
-    as_luma = SegmentationPredictor(InferenceEngine(ref), compute_safe_site=False)
+    as_luma = SegmentationPredictor(InferenceEngine(ref), compute_safe_site=False,
+                                   min_hazard_region_px=0)
     luma = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     want = expected_classes(np.repeat(luma[:, :, None], 3, 2) / 255.0)
     assert set(np.unique(want)) == {0, 1}         # equal channels: ground or the first rock class
@@ -275,9 +277,9 @@ def test_eval_perturb_scores_the_perturbed_frames(tmp_path, capsys):
     matrices = {}
     for name in ('none', 'gray', 'warm', 'gain2.5'):
         assert cli_main(['eval', 'segmentation', '--data', str(data), '--model', str(ref),
-                         '--json', '--perturb', name]) == 0
+                         '--json', '--perturb', name, '--min-hazard-region-px', '0']) == 0
         r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-        assert r['perturbation'] == name
+        assert r['perturbation'] == name and r['min_hazard_region_px'] == 0
         cm = np.zeros((4, 4), np.int64)
         for i, sample in enumerate(list_samples(data)):
             img, truth = read_sample(sample)

@@ -45,7 +45,8 @@ def graph(tmp_path_factory):
                                    HEIGHT, WIDTH)
     node = HazardNode(parameter_overrides=[
         Parameter('model_path', value=str(model)), Parameter('publish_color', value=True),
-        Parameter('qos_reliability', value='reliable'), Parameter('qos_depth', value=5)])
+        Parameter('qos_reliability', value='reliable'), Parameter('qos_depth', value=5),
+        Parameter('min_hazard_region_px', value=12)])
     probe = make_node()
     recorders = {topic: TopicRecorder(probe, Image, topic)
                  for topic in ('/hazard_mask', '/segmentation', '/segmentation/color')}
@@ -80,6 +81,8 @@ def test_all_outputs_exact(graph, encoding):
                         {t: next(m for m in r.messages if mine(m))
                          for t, r in recorders.items()})
     classes = expected_classes(rgb.astype(np.float32) / 255.0)
+    assert (classes[30:33, 3:6] == 1).all()
+    classes[30:33, 3:6] = 0           # 9 px: under min_hazard_region_px, ground in every output
     assert set(np.unique(classes)) == {0, 1, 2, 3}
     for topic, out in got.items():
         assert out.header.frame_id == 'nav_cam' and out.header.stamp == stamp
@@ -101,6 +104,16 @@ def test_all_outputs_exact(graph, encoding):
                for r, c in zip(*np.nonzero(classes == 0)))
     assert site.z == pytest.approx(best, abs=1e-3)
     assert brute_force_safe_radius(classes, x, y) == pytest.approx(best, abs=1e-3)
+
+
+@pytest.mark.parametrize('value', [-1, 2.5])
+def test_bad_min_hazard_region_is_refused_at_start_up(graph, value):
+    from rclpy.exceptions import InvalidParameterTypeException
+    from spacenav_perception.nodes.hazard_node import HazardNode
+    from spacenav_perception.nodes.params import NodeConfigError
+    with pytest.raises((NodeConfigError, InvalidParameterTypeException),
+                       match='min_hazard_region_px'):
+        HazardNode(parameter_overrides=[Parameter('min_hazard_region_px', value=value)])
 
 
 def test_no_safe_site_when_all_hazard(graph):

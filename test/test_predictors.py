@@ -131,7 +131,9 @@ def test_segmentation_matches_thresholds(seg_engine, encoding):
     image = {'rgb8': rgb, 'bgr8': rgb[..., ::-1].copy(),
              'rgba8': np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 9, np.uint8)], 2)
              }[encoding]
-    result = SegmentationPredictor(seg_engine, hazard_classes=(1, 2)).predict(image, encoding)
+    # random blocks: raw argmax (speck removal has its own tests below)
+    result = SegmentationPredictor(seg_engine, hazard_classes=(1, 2),
+                                   min_hazard_region_px=0).predict(image, encoding)
     expected = np.kron(expected_classes(small / 255.0), np.ones((2, 2), np.uint8))
     assert result.classes.dtype == np.uint8 and result.classes.shape == (H, W)
     np.testing.assert_array_equal(result.classes, expected)
@@ -144,10 +146,12 @@ def test_segmentation_matches_thresholds(seg_engine, encoding):
     x, y, r = result.safe_site
     assert clearance(expected, x, y) >= r - 2 / np.sqrt(2) - 1e-9
     assert abs(r - brute_force_disc(expected, (1, 2))) <= 2 * np.sqrt(2) + 1e-9
-    no_classes = SegmentationPredictor(seg_engine).predict(image, encoding, classes=False)
+    no_classes = SegmentationPredictor(seg_engine, min_hazard_region_px=0).predict(
+        image, encoding, classes=False)
     assert no_classes.classes is None
     np.testing.assert_array_equal(no_classes.hazard, result.hazard)
-    off = SegmentationPredictor(seg_engine, compute_safe_site=False).predict(image, encoding)
+    off = SegmentationPredictor(seg_engine, compute_safe_site=False,
+                                min_hazard_region_px=0).predict(image, encoding)
     assert off.safe_site is None
 
 

@@ -7,6 +7,7 @@ import argparse
 import json
 
 from spacenav_perception.commands import HelpFormatter
+from spacenav_perception.core.hazard_specks import DEFAULT_MIN_HAZARD_REGION_PX
 from spacenav_perception.evaluation.perturbations import PERTURBATIONS
 
 PERTURB_HELP = ('apply this change to every frame first, to measure robustness to another '
@@ -62,6 +63,10 @@ def register(subparsers) -> None:
     s.add_argument('--json', action='store_true', help='print one JSON object')
     s.add_argument('--perturb', choices=PERTURBATIONS, default='none', metavar='NAME',
                    help=PERTURB_HELP)
+    s.add_argument('--min-hazard-region-px', type=float, default=None, metavar='PX',
+                   help='rock regions smaller than PX input pixels count as ground, as in '
+                        'hazard_node\'s parameter of that name (default: the node\'s default, '
+                        f'{DEFAULT_MIN_HAZARD_REGION_PX}; 0: the raw argmax)')
     s.add_argument('--out', default=None, help='folder for the confusion matrix, overlays, JSON')
     s.set_defaults(func=run_segmentation)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
@@ -78,6 +83,7 @@ def run_centroid(args) -> int:
 def run_segmentation(args) -> int:
     from spacenav_perception.evaluation.segmentation_eval import evaluate_segmentation, format_table
     r = evaluate_segmentation(args.data, args.model, args.masks, args.device, args.out,
-                              args.limit, progress=not args.json, perturbation=args.perturb)
+                              args.limit, progress=not args.json, perturbation=args.perturb,
+                              min_hazard_region_px=args.min_hazard_region_px)
     print(json.dumps(r) if args.json else format_table(r))
     return 0

@@ -5,6 +5,11 @@ resolution with cv2.INTER_NEAREST_EXACT on uint8 (pixel-centre correct nearest; 
 bilinearly upsampled logits would cost C float planes at full resolution for slightly smoother
 edges) -> hazard = 255 where the class is in `hazard_classes` -> optional largest safe disc.
 
+Specks (hazard_specks.py): connected regions of the hazard classes (together, 8-connected)
+smaller than `min_hazard_region_px` input pixels (scaled to the model resolution) are set to the
+ground class at the model resolution, before anything else is derived, so /hazard_mask, the
+class map and the safe site agree; 0 keeps every pixel.
+
 Per-frame cost (bench/RESULTS.md, "Hazard post-processing"):
 - argmax on the CPU: a running compare over the C channel planes into buffers allocated once
   (numpy, ~1 ms at 4 x 256 x 384) instead of torch's argmax over the channel dimension of a
@@ -26,6 +31,7 @@ import numpy as np
 import torch
 
 from .engine import InferenceEngine
+from .hazard_specks import DEFAULT_MIN_HAZARD_REGION_PX, remove_specks
 from .preprocess import Preprocessor
 from .safe_site import SafeSiteFinder, scale_site
 
@@ -39,7 +45,8 @@ class SegmentationResult:
 
 class SegmentationPredictor:
     def __init__(self, engine: InferenceEngine, hazard_classes=(1, 2), compute_safe_site=True,
-                 ground_class: int = 0):
+                 ground_class: int = 0,
+                 min_hazard_region_px: float = DEFAULT_MIN_HAZARD_REGION_PX):
         manifest = engine.manifest
         if manifest.task != 'segmentation':
             raise ValueError(f'{engine.model_path} is a {manifest.task!r} model, not a '
@@ -48,6 +55,9 @@ class SegmentationPredictor:
         self.hazard_classes = tuple(int(c) for c in hazard_classes)
         self.compute_safe_site = bool(compute_safe_site)
         self.ground_class = int(ground_class)
+        self.min_hazard_region_px = float(min_hazard_region_px)
+        if not self.min_hazard_region_px >= 0:     # also refuses NaN
+            raise ValueError(f'min_hazard_region_px must be >= 0, not {min_hazard_region_px}')
         self.preprocess = Preprocessor(manifest, engine.device)
         self._hazard_lut = np.zeros(256, np.uint8)
         for c in self.hazard_classes:
@@ -79,6 +89,9 @@ class SegmentationPredictor:
         h, w = small.shape
         same_size = (h, w) == (height, width)
         hazard = cv2.LUT(small, self._hazard_lut)
+        if self.min_hazard_region_px > 0:
+            remove_specks(small, hazard, self.min_hazard_region_px * (h * w) / (height * width),
+                          self.ground_class, self.ground_class in self.hazard_classes)
         if not same_size:
             hazard = self._upsample(hazard, width, height)
         full = None

@@ -17,16 +17,22 @@ from ..training.segmentation_task import (CLASS_NAMES, NUM_CLASSES, list_samples
 
 
 def evaluate_segmentation(data, model=None, masks='clean', device='cpu', out=None, limit=0,
-                          n_overlays=4, progress=True, perturbation: str = 'none') -> dict:
+                          n_overlays=4, progress=True, perturbation: str = 'none',
+                          min_hazard_region_px: float | None = None) -> dict:
     """`perturbation`: a name from evaluation/perturbations.py applied to every frame before
-    the model sees it (robustness figures; 'none': the frames as they are)."""
+    the model sees it (robustness figures; 'none': the frames as they are).
+    `min_hazard_region_px`: the predictor's speck removal (None: its default, as hazard_node)."""
     from .perturbations import perturb
     from ..core.engine import InferenceEngine
+    from ..core.hazard_specks import DEFAULT_MIN_HAZARD_REGION_PX
     from ..core.segmentation_predictor import SegmentationPredictor
     from ..paths import packaged_model_path
     model = Path(model) if model else packaged_model_path('hazard')
     engine = InferenceEngine(model, device=device, expected_task='segmentation')
-    predictor = SegmentationPredictor(engine, compute_safe_site=False)
+    if min_hazard_region_px is None:
+        min_hazard_region_px = DEFAULT_MIN_HAZARD_REGION_PX
+    predictor = SegmentationPredictor(engine, compute_safe_site=False,
+                                      min_hazard_region_px=min_hazard_region_px)
     pairs = list_samples(data, masks)
     if limit:
         pairs = pairs[:limit]
@@ -55,6 +61,7 @@ def evaluate_segmentation(data, model=None, masks='clean', device='cpu', out=Non
               'rocks': rocks.result(),
               'model': str(model), 'engine': engine.engine, 'device': engine.device,
               'data': str(data), 'perturbation': perturbation,
+              'min_hazard_region_px': float(min_hazard_region_px),
               'predictor_latency_ms': {'p50': float(np.median(latency) * 1e3) if latency else None,
                                        'p90': float(np.percentile(latency, 90) * 1e3) if latency else None}}
     if out:

@@ -10,6 +10,7 @@ Publishes (all with the image's header, at the image's resolution):
                                   hazard-free ground disc (input pixels), z = its radius (px);
                                   only when one exists (publish_safe_site)
              /diagnostics         counters, latency, device, model (node_health)
+Hazard regions smaller than min_hazard_region_px input pixels are ground in every output.
 /hazard_mask is published for every frame. /segmentation, /segmentation/color and /safe_site are
 published only while they have subscribers (get_subscription_count() > 0), and the
 full-resolution class map and the safe site are only computed when a subscriber wants them.
@@ -18,6 +19,7 @@ import numpy as np
 from geometry_msgs.msg import PointStamped
 from sensor_msgs.msg import Image
 
+from spacenav_perception.core.hazard_specks import DEFAULT_MIN_HAZARD_REGION_PX
 from spacenav_perception.core.lunar_classes import PALETTE as CLASS_PALETTE
 from spacenav_perception.core.segmentation_predictor import SegmentationPredictor
 from spacenav_perception.graph.runner import run_node
@@ -43,13 +45,21 @@ class HazardNode(ImageNode):
                                      'Publish /segmentation/color (rgb8 class palette)')
         self.publish_safe_site = declare(self, 'publish_safe_site', True,
                                          'Publish /safe_site (largest hazard-free ground disc)')
+        min_region = declare(self, 'min_hazard_region_px', DEFAULT_MIN_HAZARD_REGION_PX,
+                             'Hazard regions (8-connected) smaller than this many input pixels '
+                             'are ground in every output: specks below the rock size the '
+                             'training masks label (30 px at 720x480); 0 keeps every pixel')
         classes = tuple(int(c) for c in hazard_classes)
         if not classes or any(not 0 <= c < 256 for c in classes):
             raise NodeConfigError(f'parameter hazard_classes={list(classes)} must be class ids '
                                   'in 0..255 (at least one)')
+        if isinstance(min_region, bool) or not isinstance(min_region, int) or min_region < 0:
+            raise NodeConfigError(f'parameter min_hazard_region_px={min_region!r} must be an '
+                                  'integer >= 0 (input pixels)')
         engine = self.load_model('segmentation', 'hazard')
         self.predictor = SegmentationPredictor(engine, hazard_classes=classes,
-                                               compute_safe_site=bool(self.publish_safe_site))
+                                               compute_safe_site=bool(self.publish_safe_site),
+                                               min_hazard_region_px=min_region)
         self.predictor.warmup()
         self.hazard_pub = self.create_publisher(Image, '/hazard_mask', self.output_qos)
         self.segmentation_pub = self.create_publisher(Image, '/segmentation', self.output_qos)

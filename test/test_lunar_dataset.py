@@ -197,3 +197,13 @@ def test_renderer_output_loads(tmp_path):
     assert len(ds) == 2
     _, ground, _, _ = lunar.render_scene(lunar.image_rng(1, 0), 72, 48, 'cpu')
     assert np.array_equal(ds.full_mask(0), ground)
+
+
+def test_class_pixel_counts_frame_by_frame_equals_one_bincount():
+    from spacenav_perception.training.segmentation_task import class_pixel_counts
+    labels = np.random.default_rng(5).integers(0, 4, (7, 12, 18), dtype=np.uint8)
+    np.testing.assert_array_equal(class_pixel_counts(labels),
+                                  np.bincount(labels.reshape(-1), minlength=4))
+    labels[3, 2, 2] = 9
+    with pytest.raises(ValueError, match='class id 9'):
+        class_pixel_counts(labels)

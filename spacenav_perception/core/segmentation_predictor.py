@@ -65,6 +65,7 @@ class SegmentationPredictor:
                 raise ValueError(f'hazard class {c} is outside 0..255')
             self._hazard_lut[c] = 255
         self._safe_site = SafeSiteFinder(self.hazard_classes, self.ground_class)
+        self._ground_is_hazard = self.ground_class in self.hazard_classes
         self._argmax_shape = None
 
     def warmup(self, runs: int = 3) -> None:
@@ -91,7 +92,7 @@ class SegmentationPredictor:
         hazard = cv2.LUT(small, self._hazard_lut)
         if self.min_hazard_region_px > 0:
             remove_specks(small, hazard, self.min_hazard_region_px * (h * w) / (height * width),
-                          self.ground_class, self.ground_class in self.hazard_classes)
+                          self.ground_class, self._ground_is_hazard)
         if not same_size:
             hazard = self._upsample(hazard, width, height)
         full = None

@@ -53,7 +53,7 @@ class HazardNode(ImageNode):
         if not classes or any(not 0 <= c < 256 for c in classes):
             raise NodeConfigError(f'parameter hazard_classes={list(classes)} must be class ids '
                                   'in 0..255 (at least one)')
-        if isinstance(min_region, bool) or not isinstance(min_region, int) or min_region < 0:
+        if min_region < 0:            # an integer: rclpy refuses other types at declaration
             raise NodeConfigError(f'parameter min_hazard_region_px={min_region!r} must be an '
                                   'integer >= 0 (input pixels)')
         engine = self.load_model('segmentation', 'hazard')

@@ -67,18 +67,31 @@ def wait_for(predicate, timeout: float = DEFAULT_TIMEOUT, interval: float = 0.01
 
 @contextlib.contextmanager
 def ros_graph(*nodes: Node, destroy: bool = True):
-    """Spin `nodes` in a background thread; yield the executor. Destroys the nodes on exit."""
+    """Spin `nodes` in a background thread; yield the executor. Destroys the nodes on exit.
+
+    The thread spins until told to stop and is joined before the executor is shut down: rclpy's
+    (Jazzy) Executor.shutdown() does not wait for work in flight (its wait sits behind a check
+    of the flag it has just set) and destroys the guard condition that a handler still running
+    in the spin thread then triggers (InvalidHandle, reported by pytest as an unhandled thread
+    exception)."""
     init_rclpy()
     executor = MultiThreadedExecutor(num_threads=4)
     for node in nodes:
         executor.add_node(node)
-    thread = threading.Thread(target=executor.spin, name='test-executor', daemon=True)
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.05)
+
+    thread = threading.Thread(target=spin, name='test-executor', daemon=True)
     thread.start()
     try:
         yield executor
     finally:
-        executor.shutdown(timeout_sec=10.0)
+        stop.set()
         thread.join(10.0)
+        executor.shutdown(timeout_sec=10.0)
         if destroy:
             for node in nodes:
                 node.destroy_node()

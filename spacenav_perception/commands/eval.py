@@ -63,7 +63,8 @@ def register(subparsers) -> None:
     s.add_argument('--json', action='store_true', help='print one JSON object')
     s.add_argument('--perturb', choices=PERTURBATIONS, default='none', metavar='NAME',
                    help=PERTURB_HELP)
-    s.add_argument('--min-hazard-region-px', type=float, default=None, metavar='PX',
+    s.add_argument('--min-hazard-region-px', type=float, default=DEFAULT_MIN_HAZARD_REGION_PX,
+                   metavar='PX',
                    help='rock regions smaller than PX input pixels count as ground, as in '
                         'hazard_node\'s parameter of that name (default: the node\'s default, '
                         f'{DEFAULT_MIN_HAZARD_REGION_PX}; 0: the raw argmax)')

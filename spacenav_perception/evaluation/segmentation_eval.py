@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ..core.hazard_specks import DEFAULT_MIN_HAZARD_REGION_PX
 from .rock_detection import RockDetectionCounter, format_rocks
 from ..training.segmentation_task import (CLASS_NAMES, NUM_CLASSES, list_samples, read_sample,
                                           scores)
@@ -18,19 +19,16 @@ from ..training.segmentation_task import (CLASS_NAMES, NUM_CLASSES, list_samples
 
 def evaluate_segmentation(data, model=None, masks='clean', device='cpu', out=None, limit=0,
                           n_overlays=4, progress=True, perturbation: str = 'none',
-                          min_hazard_region_px: float | None = None) -> dict:
+                          min_hazard_region_px: float = DEFAULT_MIN_HAZARD_REGION_PX) -> dict:
     """`perturbation`: a name from evaluation/perturbations.py applied to every frame before
     the model sees it (robustness figures; 'none': the frames as they are).
-    `min_hazard_region_px`: the predictor's speck removal (None: its default, as hazard_node)."""
+    `min_hazard_region_px`: the predictor's speck removal (default: hazard_node's)."""
     from .perturbations import perturb
     from ..core.engine import InferenceEngine
-    from ..core.hazard_specks import DEFAULT_MIN_HAZARD_REGION_PX
     from ..core.segmentation_predictor import SegmentationPredictor
     from ..paths import packaged_model_path
     model = Path(model) if model else packaged_model_path('hazard')
     engine = InferenceEngine(model, device=device, expected_task='segmentation')
-    if min_hazard_region_px is None:
-        min_hazard_region_px = DEFAULT_MIN_HAZARD_REGION_PX
     predictor = SegmentationPredictor(engine, compute_safe_site=False,
                                       min_hazard_region_px=min_hazard_region_px)
     pairs = list_samples(data, masks)

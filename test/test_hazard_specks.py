@@ -59,8 +59,11 @@ def test_shape_mismatch_is_refused():
         remove_specks(np.zeros((4, 4), np.uint8), np.zeros((4, 5), np.uint8), 3, GROUND)
 
 
-def test_predictor_threshold_is_in_input_pixels(tmp_path):
-    """Model at half the frame size: a rock of 2x2 model pixels covers 16 input pixels."""
+@pytest.mark.parametrize('upsampling', ['nearest', 'bilinear'])
+def test_predictor_threshold_is_in_input_pixels(tmp_path, upsampling):
+    """Model at half the frame size. 'nearest': a rock of 2x2 model pixels covers 16 input
+    pixels and the threshold is scaled to the model's pixels; 'bilinear': the regions of the
+    full-resolution map are measured directly."""
     engine = InferenceEngine(export_reference_model('segmentation', tmp_path, 16, 24),
                              device='cpu')
     small = np.zeros((16, 24, 3), np.uint8)
@@ -68,12 +71,18 @@ def test_predictor_threshold_is_in_input_pixels(tmp_path):
     small[10:13, 14:20] = (20, 40, 220)        # large rock, 18 model px
     frame = np.kron(small, np.ones((2, 2, 1), np.uint8))      # 32 x 48
     def classes(px):
-        return SegmentationPredictor(engine, min_hazard_region_px=px).predict(frame, 'rgb8')
-    kept = classes(16)
-    assert (kept.classes == SMALL).sum() == 16 and (kept.classes == LARGE).sum() == 72
-    gone = classes(17)
-    assert (gone.classes == SMALL).sum() == 0 and (gone.classes == LARGE).sum() == 72
+        return SegmentationPredictor(engine, min_hazard_region_px=px,
+                                     upsampling=upsampling).predict(frame, 'rgb8')
+    raw = classes(0).classes
+    n_small, n_large = (raw == SMALL).sum(), (raw == LARGE).sum()
+    if upsampling == 'nearest':
+        assert (n_small, n_large) == (16, 72)
+    assert 4 < n_small < n_large
+    kept = classes(n_small)
+    assert (kept.classes == SMALL).sum() == n_small and (kept.classes == LARGE).sum() == n_large
+    gone = classes(n_small + 1)
+    assert (gone.classes == SMALL).sum() == 0 and (gone.classes == LARGE).sum() == n_large
     np.testing.assert_array_equal(gone.hazard, hazard_of(gone.classes))
-    assert classes(73).hazard.max() == 0
+    assert classes(n_large + 1).hazard.max() == 0
     with pytest.raises(ValueError, match='min_hazard_region_px'):
         SegmentationPredictor(engine, min_hazard_region_px=-1)

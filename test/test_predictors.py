@@ -16,8 +16,10 @@ from spacenav_perception.core.latency import LatencyWindow
 from spacenav_perception.core.manifest import InputSpec, ModelManifest
 from spacenav_perception.core.preprocess import Preprocessor
 from spacenav_perception.core.safe_site import SafeSiteFinder, largest_safe_disc, scale_site
-from spacenav_perception.core.segmentation_predictor import SegmentationPredictor
-from spacenav_perception.nets.reference import expected_classes, export_reference_model
+from spacenav_perception.core.segmentation_predictor import (SegmentationPredictor,
+                                                             torch_class_map)
+from spacenav_perception.nets.reference import (expected_classes, export_reference_model,
+                                                reference_logits)
 
 H, W = 40, 56          # full-resolution test images
 RNG = np.random.default_rng(11)
@@ -131,9 +133,11 @@ def test_segmentation_matches_thresholds(seg_engine, encoding):
     image = {'rgb8': rgb, 'bgr8': rgb[..., ::-1].copy(),
              'rgba8': np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 9, np.uint8)], 2)
              }[encoding]
-    # random blocks: raw argmax (speck removal has its own tests below)
+    # random blocks, raw argmax (speck removal has its own tests), 'nearest' upsampling (the
+    # default 'bilinear' is tested below)
+    nearest = dict(min_hazard_region_px=0, upsampling='nearest', flip_average=False)
     result = SegmentationPredictor(seg_engine, hazard_classes=(1, 2),
-                                   min_hazard_region_px=0).predict(image, encoding)
+                                   **nearest).predict(image, encoding)
     expected = np.kron(expected_classes(small / 255.0), np.ones((2, 2), np.uint8))
     assert result.classes.dtype == np.uint8 and result.classes.shape == (H, W)
     np.testing.assert_array_equal(result.classes, expected)
@@ -146,13 +150,82 @@ def test_segmentation_matches_thresholds(seg_engine, encoding):
     x, y, r = result.safe_site
     assert clearance(expected, x, y) >= r - 2 / np.sqrt(2) - 1e-9
     assert abs(r - brute_force_disc(expected, (1, 2))) <= 2 * np.sqrt(2) + 1e-9
-    no_classes = SegmentationPredictor(seg_engine, min_hazard_region_px=0).predict(
+    no_classes = SegmentationPredictor(seg_engine, **nearest).predict(
         image, encoding, classes=False)
     assert no_classes.classes is None
     np.testing.assert_array_equal(no_classes.hazard, result.hazard)
     off = SegmentationPredictor(seg_engine, compute_safe_site=False,
-                                min_hazard_region_px=0).predict(image, encoding)
+                                **nearest).predict(image, encoding)
     assert off.safe_site is None
+
+
+def smooth_scene(h, w, seed):
+    """(h, w, 3) uint8 with smooth colour fields, so bilinear and nearest upsampling differ
+    along many class boundaries."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, (4, 5, 3)).astype(np.float32)
+    return np.clip(cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC), 0, 255).astype(
+        np.uint8)
+
+
+def bilinear_reference(small_rgb, width, height):
+    logits = reference_logits(small_rgb / 255.0)
+    up = np.stack([cv2.resize(p, (width, height), interpolation=cv2.INTER_LINEAR)
+                   for p in logits])
+    return np.argmax(up, axis=0).astype(np.uint8)
+
+
+@pytest.mark.parametrize('encoding', ['rgb8', 'bgr8'])
+def test_segmentation_bilinear_is_the_argmax_of_upsampled_logits(seg_engine, encoding):
+    """Default upsampling: the class map is the argmax of the logits bilinearly upsampled to
+    the input (pixel centres aligned); hazard and safe site are derived from that map at the
+    input resolution (the safe site exactly, no scaling)."""
+    small = smooth_scene(H // 2, W // 2, 5)
+    rgb = np.kron(small, np.ones((2, 2, 1), np.uint8))      # area-resizes back to `small`
+    image = rgb if encoding == 'rgb8' else rgb[..., ::-1].copy()
+    predictor = SegmentationPredictor(seg_engine, min_hazard_region_px=0)
+    assert predictor.upsampling == 'bilinear'
+    result = predictor.predict(image, encoding)
+    expected = bilinear_reference(small, W, H)
+    nearest = np.kron(expected_classes(small / 255.0), np.ones((2, 2), np.uint8))
+    assert (expected != nearest).sum() > 20          # the two modes differ on this scene
+    assert len(np.unique(expected)) >= 3
+    np.testing.assert_array_equal(result.classes, expected)
+    np.testing.assert_array_equal(result.hazard, np.where(np.isin(expected, (1, 2)), 255, 0))
+    assert result.safe_site == largest_safe_disc(expected, (1, 2))
+    # the torch path (what runs on CUDA) gives the same map from the same logits
+    logits = torch.from_numpy(reference_logits(small / 255.0))
+    np.testing.assert_array_equal(torch_class_map(logits, W, H), expected)
+    np.testing.assert_array_equal(torch_class_map(logits, W // 2, H // 2),
+                                  expected_classes(small / 255.0))
+
+
+@pytest.mark.parametrize('upsampling', ['bilinear', 'nearest'])
+def test_flip_average_mirrors_the_second_answer_back(model_dir, upsampling):
+    """A model that is not mirror-symmetric (each pixel gets the logits of its left
+    neighbour): with flip averaging, pixel x gets the sum of the logits of x - 1 (the frame)
+    and x + 1 (the mirrored frame, mirrored back); without, those of x - 1."""
+    engine = InferenceEngine(export_reference_model('segmentation_shifted', model_dir, H, W),
+                             device='cpu')
+    rgb = smooth_scene(H, W, 9)
+    logits = reference_logits(rgb / 255.0)
+    left = np.concatenate([logits[..., :1], logits[..., :-1]], axis=2)
+    right = np.concatenate([logits[..., 1:], logits[..., -1:]], axis=2)
+    plain = SegmentationPredictor(engine, min_hazard_region_px=0, upsampling=upsampling,
+                                  flip_average=False).predict(rgb, 'rgb8')
+    both = SegmentationPredictor(engine, min_hazard_region_px=0, upsampling=upsampling,
+                                 flip_average=True).predict(rgb, 'rgb8')
+    np.testing.assert_array_equal(plain.classes, np.argmax(left, axis=0))
+    summed = np.sort(left + right, axis=0)
+    clear = summed[-1] - summed[-2] > 1e-5         # float32 sums of equal values may tie
+    assert clear.mean() > 0.95
+    np.testing.assert_array_equal(both.classes[clear], np.argmax(left + right, axis=0)[clear])
+    assert (plain.classes != both.classes).sum() > 10
+
+
+def test_bad_upsampling_is_refused(seg_engine):
+    with pytest.raises(ValueError, match='upsampling must be one of bilinear, nearest'):
+        SegmentationPredictor(seg_engine, upsampling='cubic')
 
 
 def test_preprocess_normalises_and_orders_channels():

@@ -1,26 +1,31 @@
 """Hazard segmentation: image array -> SegmentationResult at the input resolution. ROS-free.
 
-logits_nchw (1, C, h, w) -> argmax at the model resolution -> class map upsampled to the input
-resolution with cv2.INTER_NEAREST_EXACT on uint8 (pixel-centre correct nearest; an argmax of
-bilinearly upsampled logits would cost C float planes at full resolution for slightly smoother
-edges) -> hazard = 255 where the class is in `hazard_classes` -> optional largest safe disc.
+logits_nchw (1, C, h, w) [+ the logits of the mirrored frame, mirrored back, when
+`flip_average`] -> class map at the input resolution (class_map.py: 'bilinear' = argmax of
+the bilinearly upsampled logits, the default; 'nearest' = argmax at the model resolution,
+nearest-upsampled) -> hazard = 255 where the class is in `hazard_classes` -> optional largest
+safe disc.
+
+Flip averaging (`flip_average`, default on; see class_map.py): the logits of the frame mirrored
+left-right, mirrored back, are added to the frame's. Off halves the model's time.
 
 Specks (hazard_specks.py): connected regions of the hazard classes (together, 8-connected)
-smaller than `min_hazard_region_px` input pixels (scaled to the model resolution) are set to the
-ground class at the model resolution, before anything else is derived, so /hazard_mask, the
-class map and the safe site agree; 0 keeps every pixel.
+smaller than `min_hazard_region_px` input pixels are set to the ground class before anything
+else is derived, so /hazard_mask, the class map and the safe site agree; 0 keeps every pixel.
+In 'nearest' mode this runs at the model resolution with the threshold scaled by the pixel
+ratio.
 
 Per-frame cost (bench/RESULTS.md, "Hazard post-processing"):
-- argmax on the CPU: a running compare over the C channel planes into buffers allocated once
-  (numpy, ~1 ms at 4 x 256 x 384) instead of torch's argmax over the channel dimension of a
-  channels-first tensor (tens of ms when the cores are shared). Same result: the first maximum
-  wins. On CUDA the argmax runs on the GPU and only the uint8 map is copied back.
-- hazard: the class -> 0/255 table is applied at the model resolution, then upsampled (the
-  same pixels as upsampling first: nearest only copies values).
-- full-resolution classes only when asked (predict(classes=False) skips that resize).
-- safe site on the MODEL-resolution class map, scaled to input pixels with
-  safe_site.scale_site ((x + 0.5) s - 0.5, r s); the disc is hazard-free at the input resolution
-  up to r - s/sqrt(2) and within about sqrt(2) s of the full-resolution optimum.
+- argmax on the CPU: class_map.PlaneArgmax (a running compare over the C planes into
+  buffers allocated once). On CUDA the upsampling and the argmax run on the GPU and only the
+  uint8 map is copied back.
+- 'nearest': the hazard LUT is applied at the model resolution, then upsampled (the same pixels
+  as upsampling first: nearest only copies values); the safe site is found on the
+  MODEL-resolution class map and scaled to input pixels with safe_site.scale_site
+  ((x + 0.5) s - 0.5, r s); the disc is hazard-free at the input resolution up to r - s/sqrt(2)
+  and within about sqrt(2) s of the full-resolution optimum.
+- 'bilinear': everything after the argmax is at the input resolution (the safe site exactly).
+- full-resolution classes only when asked (predict(classes=False) skips that copy / resize).
 """
 from __future__ import annotations
 
@@ -29,11 +34,25 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from .class_map import (DEFAULT_FLIP_AVERAGE, DEFAULT_UPSAMPLING, BilinearArgmax, PlaneArgmax,
+                        check_upsampling)
 from .engine import InferenceEngine
 from .hazard_specks import DEFAULT_MIN_HAZARD_REGION_PX, remove_specks
 from .preprocess import Preprocessor
 from .safe_site import SafeSiteFinder, scale_site
+
+
+def torch_class_map(logits: torch.Tensor, width: int, height: int) -> np.ndarray:
+    """The CUDA path of SegmentationPredictor's class map (any torch device): (C, h, w) logits
+    -> uint8 (height, width) numpy argmax of the logits bilinearly upsampled there (half-pixel
+    centres, as cv2.INTER_LINEAR), computed on the logits' device; only the uint8 map is
+    copied back."""
+    if tuple(logits.shape[1:]) != (height, width):
+        logits = F.interpolate(logits[None], size=(height, width), mode='bilinear',
+                               align_corners=False)[0]
+    return logits.argmax(dim=0).to(dtype=torch.uint8).cpu().numpy()
 
 
 @dataclass(frozen=True)
@@ -46,7 +65,8 @@ class SegmentationResult:
 class SegmentationPredictor:
     def __init__(self, engine: InferenceEngine, hazard_classes=(1, 2), compute_safe_site=True,
                  ground_class: int = 0,
-                 min_hazard_region_px: float = DEFAULT_MIN_HAZARD_REGION_PX):
+                 min_hazard_region_px: float = DEFAULT_MIN_HAZARD_REGION_PX,
+                 upsampling: str = DEFAULT_UPSAMPLING, flip_average: bool = DEFAULT_FLIP_AVERAGE):
         manifest = engine.manifest
         if manifest.task != 'segmentation':
             raise ValueError(f'{engine.model_path} is a {manifest.task!r} model, not a '
@@ -58,6 +78,8 @@ class SegmentationPredictor:
         self.min_hazard_region_px = float(min_hazard_region_px)
         if not self.min_hazard_region_px >= 0:     # also refuses NaN
             raise ValueError(f'min_hazard_region_px must be >= 0, not {min_hazard_region_px}')
+        self.upsampling = check_upsampling(upsampling)
+        self.flip_average = bool(flip_average)
         self.preprocess = Preprocessor(manifest, engine.device)
         self._hazard_lut = np.zeros(256, np.uint8)
         for c in self.hazard_classes:
@@ -66,7 +88,8 @@ class SegmentationPredictor:
             self._hazard_lut[c] = 255
         self._safe_site = SafeSiteFinder(self.hazard_classes, self.ground_class)
         self._ground_is_hazard = self.ground_class in self.hazard_classes
-        self._argmax_shape = None
+        self._plane_argmax = PlaneArgmax()
+        self._bilinear_argmax = BilinearArgmax()
 
     def warmup(self, runs: int = 3) -> None:
         """Run the whole predictor (pre-processing, model, post-processing) on blank frames of
@@ -82,48 +105,58 @@ class SegmentationPredictor:
         """classes=False: result.classes is None (saves one full-resolution resize);
         safe_site: None = the constructor's compute_safe_site, False skips it."""
         height, width = image.shape[:2]
-        logits = self.engine(self.preprocess(image, encoding))
-        if logits.dim() != 4 or logits.shape[1] > 256:
-            raise RuntimeError(f'{self.engine.model_path} returned shape {tuple(logits.shape)}; '
-                               'logits_nchw needs (1, C <= 256, h, w)')
-        small = self._argmax(logits[0])        # uint8 (h, w), reused by the next call
-        h, w = small.shape
-        same_size = (h, w) == (height, width)
+        logits = self._logits(self.preprocess(image, encoding))[0]
+        h, w = logits.shape[1:]
+        want_site = self.compute_safe_site if safe_site is None else bool(safe_site)
+        if (h, w) == (height, width) or self.upsampling == 'bilinear':
+            full = self._argmax_at(logits, width, height)    # a reused buffer
+            hazard = cv2.LUT(full, self._hazard_lut)
+            if self.min_hazard_region_px > 0:
+                remove_specks(full, hazard, self.min_hazard_region_px, self.ground_class,
+                              self._ground_is_hazard)
+            site = self._safe_site(full) if want_site else None
+            return SegmentationResult(full.copy() if classes else None, hazard, site)
+        small = self._argmax_at(logits, w, h)
         hazard = cv2.LUT(small, self._hazard_lut)
         if self.min_hazard_region_px > 0:
             remove_specks(small, hazard, self.min_hazard_region_px * (h * w) / (height * width),
                           self.ground_class, self._ground_is_hazard)
-        if not same_size:
-            hazard = self._upsample(hazard, width, height)
-        full = None
-        if classes:
-            full = small.copy() if same_size else self._upsample(small, width, height)
-        want_site = self.compute_safe_site if safe_site is None else bool(safe_site)
+        hazard = self._upsample(hazard, width, height)
+        full = self._upsample(small, width, height) if classes else None
         site = (scale_site(self._safe_site(small), width / w, height / h)
                 if want_site else None)
         return SegmentationResult(full, hazard, site)
 
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(1, C, h, w) logits of the preprocessed frame; with flip_average, plus those of the
+        frame mirrored left-right, mirrored back (a sum: the argmax of the mean)."""
+        logits = self._run(x)
+        if self.flip_average:
+            mirrored = self._run(torch.flip(x, dims=(3,)))
+            if mirrored.shape != logits.shape:
+                raise RuntimeError(f'{self.engine.model_path} returned {tuple(mirrored.shape)} '
+                                   f'for the mirrored frame and {tuple(logits.shape)} for the '
+                                   'frame')
+            logits = logits + torch.flip(mirrored, dims=(3,))
+        return logits
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.engine(x)
+        if logits.dim() != 4 or logits.shape[0] != 1 or not 1 <= logits.shape[1] <= 256:
+            raise RuntimeError(f'{self.engine.model_path} returned shape {tuple(logits.shape)}; '
+                               'logits_nchw needs (1, 1 <= C <= 256, h, w)')
+        return logits
+
+    def _argmax_at(self, logits: torch.Tensor, width: int, height: int) -> np.ndarray:
+        """(C, h, w) logits -> uint8 (height, width) class map: the argmax at the model
+        resolution when that is the size asked, else of the bilinearly upsampled logits."""
+        if logits.device.type != 'cpu':
+            return torch_class_map(logits, width, height)
+        planes = logits.detach().numpy()       # any memory layout; planes may be strided
+        if tuple(planes.shape[1:]) == (height, width):
+            return self._plane_argmax(planes)
+        return self._bilinear_argmax(planes, width, height)
+
     @staticmethod
     def _upsample(small: np.ndarray, width: int, height: int) -> np.ndarray:
         return cv2.resize(small, (width, height), interpolation=cv2.INTER_NEAREST_EXACT)
-
-    def _argmax(self, logits: torch.Tensor) -> np.ndarray:
-        """(C, h, w) logits -> uint8 (h, w) index of the first maximum over C."""
-        if logits.device.type != 'cpu':
-            return logits.argmax(dim=0).to(dtype=torch.uint8).cpu().numpy()
-        planes = logits.detach().numpy()       # any memory layout; planes may be strided
-        count = planes.shape[0]
-        if self._argmax_shape != planes.shape[1:]:
-            shape = planes.shape[1:]
-            self._best = np.empty(shape, np.float32)
-            self._index = np.empty(shape, np.uint8)
-            self._greater = np.empty(shape, np.bool_)
-            self._argmax_shape = shape
-        best, index, greater = self._best, self._index, self._greater
-        np.copyto(best, planes[0])
-        index.fill(0)
-        for c in range(1, count):
-            np.greater(planes[c], best, out=greater)
-            np.putmask(index, greater, c)
-            np.maximum(best, planes[c], out=best)
-        return index

@@ -12,13 +12,17 @@ ThresholdSegmenter     (N, 3, H, W) RGB in [0, 1] -> (N, 4, H, W) logits = (0.25
                        class = argmax over [ground, small_rock, large_rock, sky] (first wins on a
                        tie): ground (0) when every channel < 0.25, else the dominant channel
                        G -> small_rock (1), B -> large_rock (2), R -> sky (3) (the lunar mask
-                       colours). `expected_classes(rgb_float)` gives the same answer in numpy.
+                       colours). `expected_classes(rgb_float)` gives the same answer in numpy,
+                       `reference_logits(rgb_float)` the (4, H, W) logits.
+ShiftedThresholdSegmenter  ThresholdSegmenter's logits of the pixel one column to the left (the
+                       first column keeps its own): not mirror-symmetric, so tests can tell
+                       whether a flip-averaging predictor mirrors the answer back.
 
 Export (stable signature, used by other modules' tests)
 -------------------------------------------------------
 export_reference_model(kind, out_dir, height, width, formats=('ts',), name=None) -> Path
-    kind: 'centroid' (IntensityCentroid), 'centroid_px' (IntensityCentroidPx) or 'segmentation'
-    (ThresholdSegmenter). Writes OUT_DIR/NAME.ts (and NAME.pt2 via torch.export.save, NAME.onnx
+    kind: 'centroid' (IntensityCentroid), 'centroid_px' (IntensityCentroidPx), 'segmentation'
+    (ThresholdSegmenter) or 'segmentation_shifted' (ShiftedThresholdSegmenter). Writes OUT_DIR/NAME.ts (and NAME.pt2 via torch.export.save, NAME.onnx
     via torch.onnx.export when in `formats`) for a (1, C, height, width) input, plus the manifest
     OUT_DIR/NAME.json with every file's sha256 (input resize 'area', mean 0, std 1). NAME
     defaults to 'reference_<kind>'. Returns the path of the first format in `formats`.
@@ -96,12 +100,24 @@ class ThresholdSegmenter(nn.Module):
         return nn.functional.conv2d(x, self.weight, self.bias)
 
 
+class ShiftedThresholdSegmenter(ThresholdSegmenter):
+    """ThresholdSegmenter's logits taken one column to the right: out[..., x] = logits of the
+    input pixel x - 1 (x = 0 keeps its own)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(torch.cat([x[..., :1], x[..., :-1]], dim=3))
+
+
+def reference_logits(rgb: np.ndarray) -> np.ndarray:
+    """ThresholdSegmenter's (4, H, W) float32 logits for an (H, W, 3) float RGB image."""
+    rgb = np.asarray(rgb, dtype=np.float32)
+    return np.stack([np.full(rgb.shape[:2], 0.25, np.float32),
+                     rgb[..., 1], rgb[..., 2], rgb[..., 0]], axis=0)
+
+
 def expected_classes(rgb: np.ndarray) -> np.ndarray:
     """ThresholdSegmenter's answer for an (H, W, 3) float RGB image in [0, 1] -> uint8 ids."""
-    rgb = np.asarray(rgb, dtype=np.float32)
-    logits = np.stack([np.full(rgb.shape[:2], 0.25, np.float32),
-                       rgb[..., 1], rgb[..., 2], rgb[..., 0]], axis=0)
-    return np.argmax(logits, axis=0).astype(np.uint8)
+    return np.argmax(reference_logits(rgb), axis=0).astype(np.uint8)
 
 
 _KINDS = {
@@ -109,6 +125,8 @@ _KINDS = {
     'centroid': (IntensityCentroid, 'centroid', 'xy_norm_logit', 1, []),
     'centroid_px': (IntensityCentroidPx, 'centroid', 'xy_input_px', 1, []),
     'segmentation': (ThresholdSegmenter, 'segmentation', 'logits_nchw', 3, CLASS_NAMES),
+    'segmentation_shifted': (ShiftedThresholdSegmenter, 'segmentation', 'logits_nchw', 3,
+                             CLASS_NAMES),
 }
 _SUFFIX = {'ts': '.ts', 'pt2': '.pt2', 'onnx': '.onnx'}
 

@@ -280,6 +280,7 @@ def test_eval_perturb_scores_the_perturbed_frames(tmp_path, capsys):
                          '--json', '--perturb', name, '--min-hazard-region-px', '0']) == 0
         r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert r['perturbation'] == name and r['min_hazard_region_px'] == 0
+        assert r['flip_average'] is True and r['upsampling'] == 'bilinear'    # the node's
         cm = np.zeros((4, 4), np.int64)
         for i, sample in enumerate(list_samples(data)):
             img, truth = read_sample(sample)
@@ -288,6 +289,14 @@ def test_eval_perturb_scores_the_perturbed_frames(tmp_path, capsys):
         np.testing.assert_array_equal(r['confusion_matrix'], cm)
         matrices[name] = cm
     assert len({m.tobytes() for m in matrices.values()}) == 4      # each changed the answers
+    # the model is the frames' size and pixel-wise: the post-processing options change nothing
+    # here but are passed on and reported
+    assert cli_main(['eval', 'segmentation', '--data', str(data), '--model', str(ref), '--json',
+                     '--min-hazard-region-px', '0', '--no-flip-average',
+                     '--upsampling', 'nearest']) == 0
+    r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert r['flip_average'] is False and r['upsampling'] == 'nearest'
+    np.testing.assert_array_equal(r['confusion_matrix'], matrices['none'])
 
 
 def test_export_input_size_is_checked_by_running_the_network():

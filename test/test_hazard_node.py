@@ -116,6 +116,27 @@ def test_bad_min_hazard_region_is_refused_at_start_up(graph, value):
         HazardNode(parameter_overrides=[Parameter('min_hazard_region_px', value=value)])
 
 
+def test_bad_upsampling_is_refused_at_start_up(graph):
+    from spacenav_perception.nodes.hazard_node import HazardNode
+    from spacenav_perception.nodes.params import NodeConfigError
+    with pytest.raises(NodeConfigError, match="upsampling='cubic' must be one of bilinear, nearest"):
+        HazardNode(parameter_overrides=[Parameter('upsampling', value='cubic')])
+
+
+def test_post_processing_parameters_reach_the_predictor(graph):
+    from spacenav_perception.nodes.hazard_node import HazardNode
+    node = graph[0]
+    assert (node.predictor.flip_average, node.predictor.upsampling) == (True, 'bilinear')
+    other = HazardNode(parameter_overrides=[
+        Parameter('model_path', value=str(node.predictor.engine.model_path)),
+        Parameter('flip_average', value=False), Parameter('upsampling', value='nearest'),
+        Parameter('image_topic', value='/unused_image')])
+    try:
+        assert (other.predictor.flip_average, other.predictor.upsampling) == (False, 'nearest')
+    finally:
+        other.destroy_node()
+
+
 def test_no_safe_site_when_all_hazard(graph):
     node, pub, recorders = graph
     rocks = np.zeros((HEIGHT, WIDTH, 3), np.uint8)

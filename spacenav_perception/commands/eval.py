@@ -7,6 +7,8 @@ import argparse
 import json
 
 from spacenav_perception.commands import HelpFormatter
+from spacenav_perception.core.class_map import (DEFAULT_FLIP_AVERAGE, DEFAULT_UPSAMPLING,
+                                                UPSAMPLING_MODES)
 from spacenav_perception.core.hazard_specks import DEFAULT_MIN_HAZARD_REGION_PX
 from spacenav_perception.evaluation.perturbations import PERTURBATIONS
 
@@ -68,6 +70,15 @@ def register(subparsers) -> None:
                    help='rock regions smaller than PX input pixels count as ground, as in '
                         'hazard_node\'s parameter of that name (default: the node\'s default, '
                         f'{DEFAULT_MIN_HAZARD_REGION_PX}; 0: the raw argmax)')
+    s.add_argument('--flip-average', action=argparse.BooleanOptionalAction,
+                   default=DEFAULT_FLIP_AVERAGE,
+                   help='also run the model on each frame mirrored left-right and sum the '
+                        'logits, as hazard_node\'s flip_average parameter (default: the '
+                        f'node\'s, {"on" if DEFAULT_FLIP_AVERAGE else "off"})')
+    s.add_argument('--upsampling', choices=UPSAMPLING_MODES, default=DEFAULT_UPSAMPLING,
+                   help='class map at the frame resolution, as hazard_node\'s upsampling '
+                        'parameter: bilinear = argmax of the upsampled logits, nearest = '
+                        f'upsampled model-resolution argmax (default: {DEFAULT_UPSAMPLING})')
     s.add_argument('--out', default=None, help='folder for the confusion matrix, overlays, JSON')
     s.set_defaults(func=run_segmentation)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
@@ -85,6 +96,7 @@ def run_segmentation(args) -> int:
     from spacenav_perception.evaluation.segmentation_eval import evaluate_segmentation, format_table
     r = evaluate_segmentation(args.data, args.model, args.masks, args.device, args.out,
                               args.limit, progress=not args.json, perturbation=args.perturb,
-                              min_hazard_region_px=args.min_hazard_region_px)
+                              min_hazard_region_px=args.min_hazard_region_px,
+                              flip_average=args.flip_average, upsampling=args.upsampling)
     print(json.dumps(r) if args.json else format_table(r))
     return 0

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ..core.class_map import DEFAULT_FLIP_AVERAGE, DEFAULT_UPSAMPLING
 from ..core.hazard_specks import DEFAULT_MIN_HAZARD_REGION_PX
 from .rock_detection import RockDetectionCounter, format_rocks
 from ..training.segmentation_task import (CLASS_NAMES, NUM_CLASSES, list_samples, read_sample,
@@ -19,10 +20,13 @@ from ..training.segmentation_task import (CLASS_NAMES, NUM_CLASSES, list_samples
 
 def evaluate_segmentation(data, model=None, masks='clean', device='cpu', out=None, limit=0,
                           n_overlays=4, progress=True, perturbation: str = 'none',
-                          min_hazard_region_px: float = DEFAULT_MIN_HAZARD_REGION_PX) -> dict:
+                          min_hazard_region_px: float = DEFAULT_MIN_HAZARD_REGION_PX,
+                          flip_average: bool = DEFAULT_FLIP_AVERAGE,
+                          upsampling: str = DEFAULT_UPSAMPLING) -> dict:
     """`perturbation`: a name from evaluation/perturbations.py applied to every frame before
     the model sees it (robustness figures; 'none': the frames as they are).
-    `min_hazard_region_px`: the predictor's speck removal (default: hazard_node's)."""
+    `min_hazard_region_px`, `flip_average`, `upsampling`: the predictor's post-processing
+    (defaults: hazard_node's)."""
     from .perturbations import perturb
     from ..core.engine import InferenceEngine
     from ..core.segmentation_predictor import SegmentationPredictor
@@ -30,7 +34,8 @@ def evaluate_segmentation(data, model=None, masks='clean', device='cpu', out=Non
     model = Path(model) if model else packaged_model_path('hazard')
     engine = InferenceEngine(model, device=device, expected_task='segmentation')
     predictor = SegmentationPredictor(engine, compute_safe_site=False,
-                                      min_hazard_region_px=min_hazard_region_px)
+                                      min_hazard_region_px=min_hazard_region_px,
+                                      flip_average=flip_average, upsampling=upsampling)
     pairs = list_samples(data, masks)
     if limit:
         pairs = pairs[:limit]
@@ -60,6 +65,7 @@ def evaluate_segmentation(data, model=None, masks='clean', device='cpu', out=Non
               'model': str(model), 'engine': engine.engine, 'device': engine.device,
               'data': str(data), 'perturbation': perturbation,
               'min_hazard_region_px': float(min_hazard_region_px),
+              'flip_average': bool(flip_average), 'upsampling': upsampling,
               'predictor_latency_ms': {'p50': float(np.median(latency) * 1e3) if latency else None,
                                        'p90': float(np.percentile(latency, 90) * 1e3) if latency else None}}
     if out:

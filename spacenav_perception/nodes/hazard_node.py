@@ -11,6 +11,10 @@ Publishes (all with the image's header, at the image's resolution):
                                   only when one exists (publish_safe_site)
              /diagnostics         counters, latency, device, model (node_health)
 Hazard regions smaller than min_hazard_region_px input pixels are ground in every output.
+flip_average (default true) also runs the model on the mirrored frame and sums the logits
+(more accurate, twice the model's time); upsampling 'bilinear' (default) takes the argmax of
+the logits upsampled to the input resolution, 'nearest' upsamples the model-resolution argmax
+(core/class_map.py).
 /hazard_mask is published for every frame. /segmentation, /segmentation/color and /safe_site are
 published only while they have subscribers (get_subscription_count() > 0), and the
 full-resolution class map and the safe site are only computed when a subscriber wants them.
@@ -19,6 +23,8 @@ import numpy as np
 from geometry_msgs.msg import PointStamped
 from sensor_msgs.msg import Image
 
+from spacenav_perception.core.class_map import (DEFAULT_FLIP_AVERAGE, DEFAULT_UPSAMPLING,
+                                                UPSAMPLING_MODES)
 from spacenav_perception.core.hazard_specks import DEFAULT_MIN_HAZARD_REGION_PX
 from spacenav_perception.core.lunar_classes import PALETTE as CLASS_PALETTE
 from spacenav_perception.core.segmentation_predictor import SegmentationPredictor
@@ -49,6 +55,13 @@ class HazardNode(ImageNode):
                              'Hazard regions (8-connected) smaller than this many input pixels '
                              'are ground in every output: specks below the rock size the '
                              'training masks label (30 px at 720x480); 0 keeps every pixel')
+        flip_average = declare(self, 'flip_average', DEFAULT_FLIP_AVERAGE,
+                               'Also run the model on the frame mirrored left-right and sum the '
+                               'logits: more accurate, twice the model time; false halves it')
+        upsampling = declare(self, 'upsampling', DEFAULT_UPSAMPLING,
+                             'Class map at the input resolution from the model\'s: bilinear '
+                             '(argmax of the upsampled logits) or nearest (cheaper for inputs '
+                             'much larger than the model\'s)')
         classes = tuple(int(c) for c in hazard_classes)
         if not classes or any(not 0 <= c < 256 for c in classes):
             raise NodeConfigError(f'parameter hazard_classes={list(classes)} must be class ids '
@@ -56,10 +69,15 @@ class HazardNode(ImageNode):
         if min_region < 0:            # an integer: rclpy refuses other types at declaration
             raise NodeConfigError(f'parameter min_hazard_region_px={min_region!r} must be an '
                                   'integer >= 0 (input pixels)')
+        if upsampling not in UPSAMPLING_MODES:
+            raise NodeConfigError(f'parameter upsampling={upsampling!r} must be one of '
+                                  f'{", ".join(UPSAMPLING_MODES)}')
         engine = self.load_model('segmentation', 'hazard')
         self.predictor = SegmentationPredictor(engine, hazard_classes=classes,
                                                compute_safe_site=bool(self.publish_safe_site),
-                                               min_hazard_region_px=min_region)
+                                               min_hazard_region_px=min_region,
+                                               upsampling=upsampling,
+                                               flip_average=flip_average)
         self.predictor.warmup()
         self.hazard_pub = self.create_publisher(Image, '/hazard_mask', self.output_qos)
         self.segmentation_pub = self.create_publisher(Image, '/segmentation', self.output_qos)

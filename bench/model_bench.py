@@ -4,6 +4,8 @@ For each model (centroid, hazard, thesis), engine (torchscript, export, onnxrunt
 load an InferenceEngine, wrap it in CentroidPredictor / SegmentationPredictor, warm up, then time
 N calls of ``predict(frame)`` cycling over the rendered frames. On CUDA, also the model alone
 (``engine(x)`` on a device tensor, synchronised) in fp32 and fp16 at batch 1.
+For the segmentation model, also its post-processing options (flip averaging, upsampling) on
+the fastest engine per device, timed interleaved, with ratios to the cheapest option.
 """
 from __future__ import annotations
 
@@ -16,10 +18,16 @@ from .frames import render_frames
 from .models import ENGINES
 
 
-def _predictor_for(ms_task: str, engine):
+# (label, flip_average, upsampling); the first is hazard_node's default, the last the cheapest.
+HAZARD_OPTIONS = (('flip + bilinear (default)', True, 'bilinear'),
+                  ('bilinear', False, 'bilinear'),
+                  ('nearest', False, 'nearest'))
+
+
+def _predictor_for(ms_task: str, engine, **options):
     if ms_task == 'segmentation':
         from spacenav_perception.core.segmentation_predictor import SegmentationPredictor
-        return SegmentationPredictor(engine)
+        return SegmentationPredictor(engine, **options)
     from spacenav_perception.core.centroid_predictor import CentroidPredictor
     return CentroidPredictor(engine)
 
@@ -74,6 +82,46 @@ def bench_predictor(ms, engine_name: str, device: str, frames, encoding: str,
     del predictor, engine
     gc.collect()
     return row
+
+
+def bench_hazard_options(ms, engine_name: str, device: str, frames, encoding: str,
+                         warmup: int, runs: int) -> list:
+    """SegmentationPredictor with each of HAZARD_OPTIONS on one engine. The options are timed
+    interleaved (call i of every option on the same frame before call i + 1), so a busy
+    machine slows them alike; ratio = p50 / p50 of the cheapest option (the last)."""
+    from spacenav_perception.core.engine import InferenceEngine
+    engine = InferenceEngine(ms.files[engine_name], device=device, precision='auto',
+                             strict_device=True, expected_task=ms.task, warmup=True)
+    calls = [_predict_call(_predictor_for(ms.task, engine, flip_average=flip,
+                                          upsampling=upsampling), encoding)
+             for _, flip, upsampling in HAZARD_OPTIONS]
+    sync = None
+    if engine.device.startswith('cuda'):
+        import torch
+        sync = torch.cuda.synchronize
+    durations = [[] for _ in calls]
+    for i in range(warmup + runs):
+        frame = frames[i % len(frames)]
+        for call, out in zip(calls, durations):
+            t0 = time.perf_counter()
+            call(frame)
+            if sync:
+                sync()
+            if i >= warmup:
+                out.append(time.perf_counter() - t0)
+    rows = []
+    for (label, flip, upsampling), times in zip(HAZARD_OPTIONS, durations):
+        row = {'model': ms.name, 'engine': engine.engine, 'device': engine.device,
+               'precision': engine.precision, 'batch': 1, 'scope': 'predictor option',
+               'source': ms.sources[engine_name], 'option': label, 'flip_average': flip,
+               'upsampling': upsampling}
+        row.update(summarize_ms(times))
+        rows.append(row)
+    for row in rows:
+        row['ratio'] = round(row['p50_ms'] / rows[-1]['p50_ms'], 3)
+    del calls, engine
+    gc.collect()
+    return rows
 
 
 def bench_model_only(ms, engine_name: str, device: str, precision: str,
@@ -135,6 +183,20 @@ def run_model_bench(model_sets: dict, devices, warmup: int, runs: int, frames: d
                         except Exception as exc:
                             errors.append(f'{label}/{precision} model-only: '
                                           f'{type(exc).__name__}: {exc}')
+            if ms.task == 'segmentation':
+                timed = [r for r in rows if r.get('scope') == 'predictor' and
+                         r['model'] == ms.name and r['engine'] in ms.files and
+                         r['device'].split(':')[0] == device.split(':')[0]]
+                if timed:
+                    engine_name = min(timed, key=lambda r: r['p50_ms'])['engine']
+                    try:
+                        rows += bench_hazard_options(ms, engine_name, device, imgs, enc,
+                                                     warmup, runs)
+                    except Exception as exc:
+                        errors.append(f'{name}/{engine_name}/{device} options: '
+                                      f'{type(exc).__name__}: {exc}')
+                    if progress:
+                        progress(f'{name}/{engine_name}/{device} options')
     return rows, errors
 
 

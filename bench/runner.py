@@ -118,8 +118,15 @@ def render_report(result: dict) -> str:
     if result['models']:
         out += ['', 'Models (predictor = preprocess + model + postprocess, batch 1; '
                 'model = model alone)',
-                _table(result['models'], ('model', 'engine', 'device', 'precision', 'scope',
-                                          'source', 'p50_ms', 'p99_ms', 'fps'))]
+                _table([r for r in result['models'] if r.get('scope') != 'predictor option'],
+                       ('model', 'engine', 'device', 'precision', 'scope', 'source', 'p50_ms',
+                        'p99_ms', 'fps'))]
+        options = [r for r in result['models'] if r.get('scope') == 'predictor option']
+        if options:
+            out += ['', 'Hazard predictor options (timed interleaved; ratio = p50 / p50 of '
+                    'the cheapest)',
+                    _table(options, ('model', 'engine', 'device', 'option', 'p50_ms',
+                                     'p99_ms', 'ratio'))]
         for r in result.get('ratios', []):
             out.append(f"  centroid/thesis p50 ({r['engine']}, {r['device']}): "
                        f"{r['centroid_p50_ms']:.2f} / {r['thesis_p50_ms']:.2f} ms = "

@@ -71,6 +71,10 @@ def test_models_section(quick_run):
         assert any(m == model for m, _ in seen), f'no predictor row for {model}'
     for ratio in result['ratios']:
         assert _positive(ratio['ratio'])
+    options = [r for r in rows if r.get('scope') == 'predictor option']
+    assert [(r['flip_average'], r['upsampling']) for r in options] == [
+        (True, 'bilinear'), (False, 'bilinear'), (False, 'nearest')]
+    assert all(_positive(r['ratio']) for r in options) and options[-1]['ratio'] == 1.0
     assert set(result['fastest_engine']) >= {'centroid', 'hazard', 'thesis'}
 
 

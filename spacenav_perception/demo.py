@@ -292,7 +292,9 @@ def format_table(results: dict) -> str:
              f"{l['frames_published']} / {h['matched']} / {h['missed']}"),
             ('  hazard IoU (pooled) / mean per frame',
              f"{_fmt(h['iou_pooled'], 3)} / {_fmt(h['iou_mean_per_frame'], 3)}"),
-            ('  segmentation mIoU', _fmt(g['miou'], 3)),
+            ('  segmentation mIoU', _fmt(g['miou'], 3) + (
+                '' if g['matched'] == h['matched'] else
+                f" (over the {g['matched']} frames whose /segmentation arrived)")),
             ('  per-class IoU', per_class),
             ('  answers per second', _fmt(lat['answers_per_s'], 1)),
             ('  latency p50 / p95 [ms] (eval: image -> answer)',

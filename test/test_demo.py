@@ -65,3 +65,18 @@ def test_demo_bad_arguments_fail_before_rendering(tmp_path, args, message):
     assert result.returncode == 2
     assert message in result.stderr
     assert not (tmp_path / 'demo_out').exists()
+
+
+def test_table_says_when_the_miou_covers_fewer_frames_than_the_hazard_mask():
+    from spacenav_perception.demo import format_table
+    def lunar(seg_matched):
+        return {'lunar': {
+            'frames_published': 8,
+            'hazard': {'matched': 8, 'missed': 0, 'iou_pooled': 0.8, 'iou_mean_per_frame': 0.7},
+            'segmentation': {'matched': seg_matched, 'miou': 0.84,
+                             'per_class_iou': {'ground': 0.98, 'small_rock': 0.5}},
+            'latency': {'hazard': {'answers_per_s': 4.0, 'p50_ms': 100.0, 'p95_ms': 120.0}}}}
+    same = format_table(lunar(8))
+    assert 'segmentation mIoU' in same and 'arrived' not in same
+    fewer = format_table(lunar(7))
+    assert '0.840 (over the 7 frames whose /segmentation arrived)' in fewer

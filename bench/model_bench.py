@@ -18,10 +18,15 @@ from .frames import render_frames
 from .models import ENGINES
 
 
-# (label, flip_average, upsampling); the first is hazard_node's default, the last the cheapest.
-HAZARD_OPTIONS = (('flip + bilinear (default)', True, 'bilinear'),
-                  ('bilinear', False, 'bilinear'),
-                  ('nearest', False, 'nearest'))
+# (flip_average, upsampling) of the segmentation predictor; the last is the cheapest.
+HAZARD_OPTIONS = ((True, 'bilinear'), (False, 'bilinear'), (False, 'nearest'))
+
+
+def _option_label(flip: bool, upsampling: str) -> str:
+    from spacenav_perception.core.class_map import DEFAULT_FLIP_AVERAGE, DEFAULT_UPSAMPLING
+    label = ('flip + ' if flip else '') + upsampling
+    return label + (' (default)' if (flip, upsampling) == (DEFAULT_FLIP_AVERAGE,
+                                                           DEFAULT_UPSAMPLING) else '')
 
 
 def _predictor_for(ms_task: str, engine, **options):
@@ -94,7 +99,7 @@ def bench_hazard_options(ms, engine_name: str, device: str, frames, encoding: st
                              strict_device=True, expected_task=ms.task, warmup=True)
     calls = [_predict_call(_predictor_for(ms.task, engine, flip_average=flip,
                                           upsampling=upsampling), encoding)
-             for _, flip, upsampling in HAZARD_OPTIONS]
+             for flip, upsampling in HAZARD_OPTIONS]
     sync = None
     if engine.device.startswith('cuda'):
         import torch
@@ -110,10 +115,11 @@ def bench_hazard_options(ms, engine_name: str, device: str, frames, encoding: st
             if i >= warmup:
                 out.append(time.perf_counter() - t0)
     rows = []
-    for (label, flip, upsampling), times in zip(HAZARD_OPTIONS, durations):
+    for (flip, upsampling), times in zip(HAZARD_OPTIONS, durations):
         row = {'model': ms.name, 'engine': engine.engine, 'device': engine.device,
                'precision': engine.precision, 'batch': 1, 'scope': 'predictor option',
-               'source': ms.sources[engine_name], 'option': label, 'flip_average': flip,
+               'source': ms.sources[engine_name], 'option': _option_label(flip, upsampling),
+               'flip_average': flip,
                'upsampling': upsampling}
         row.update(summarize_ms(times))
         rows.append(row)

@@ -102,7 +102,7 @@ class SegmentationPredictor:
 
     def predict(self, image: np.ndarray, encoding: str = 'rgb8', *, classes: bool = True,
                 safe_site: bool | None = None) -> SegmentationResult:
-        """classes=False: result.classes is None (saves one full-resolution resize);
+        """classes=False: result.classes is None (saves a full-resolution copy or resize);
         safe_site: None = the constructor's compute_safe_site, False skips it."""
         height, width = image.shape[:2]
         logits = self._logits(self.preprocess(image, encoding))[0]

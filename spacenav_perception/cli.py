@@ -6,6 +6,7 @@ Each subcommand lives in spacenav_perception/commands/<name>.py and exposes
 """
 import argparse
 import importlib
+import shlex
 import sys
 
 SUBCOMMANDS = ('run', 'synth', 'train', 'eval', 'export', 'bag', 'bench', 'demo')
@@ -30,7 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    # the command as given, for the run folders and manifests that record how they were made
+    # (also when main() is called with an argument list instead of from the shell)
+    args.command_line = 'spacenav ' + ' '.join(shlex.quote(str(a)) for a in argv)
     if not getattr(args, 'func', None):
         parser.print_help()
         return 2

@@ -9,8 +9,6 @@ models/NAME.json through core.manifest.write_manifest with the sha256 of each fi
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 import warnings
 from pathlib import Path
 
@@ -193,6 +191,8 @@ def export_checkpoint(checkpoint, out, formats=('ts', 'pt2', 'onnx'), export_com
     if input_hw is not None:
         training['input_hw'] = list(trained_hw)   # the metrics above are at this size
     if export_command is None:
-        export_command = 'spacenav ' + ' '.join(shlex.quote(a) for a in sys.argv[1:])
+        # a library call: say so rather than record the calling program's argv as a command
+        export_command = (f'export_checkpoint({str(checkpoint)!r}, {str(out)!r}, '
+                          f'formats={list(formats)!r}, tta={tta!r}, input_hw={input_hw!r})')
     return export_model(model, config, out, formats, metrics=metrics, training=training,
                         export_command=export_command, log=log, tta=tta)

@@ -46,7 +46,8 @@ def run(args) -> int:
     if primary not in formats:
         formats.insert(0, primary)
     try:
-        export_checkpoint(args.checkpoint, args.out, formats, tta=args.tta, input_hw=args.input_hw)
+        export_checkpoint(args.checkpoint, args.out, formats, tta=args.tta, input_hw=args.input_hw,
+                          export_command=args.command_line)
     except ValueError as exc:
         print(f'error: {exc}')
         return 2

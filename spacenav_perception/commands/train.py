@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 
@@ -14,6 +13,10 @@ from spacenav_perception.data.augment import PHOTOMETRIC_MODES
 # no torch; test_nets.test_train_cli_segmentation_archs_match_the_task checks that they agree)
 SEGMENTATION_ARCHS = ('hazardnet', 'hazardnet_fr', 'hazardnet_sp', 'unet')
 SEGMENTATION_DEFAULT_ARCH = 'hazardnet_sp'
+# the same as training/segmentation_losses.REGION_LOSSES and DEFAULT_REGION_LOSS (checked by
+# test_segmentation_losses.test_train_cli_region_losses_match_the_module)
+REGION_LOSSES = ('dice', 'lovasz')
+DEFAULT_REGION_LOSS = 'dice'
 
 
 def _common(p, defaults_note: str) -> None:
@@ -98,6 +101,11 @@ def register(subparsers) -> None:
                         'three channels, so that a colour cast of another camera or renderer '
                         'cannot change the result; written to the manifest, the runtime does the '
                         'same')
+    s.add_argument('--region-loss', choices=REGION_LOSSES, default=DEFAULT_REGION_LOSS,
+                   help='the term added to the class-weighted cross-entropy (hazardnet archs): '
+                        'dice (soft Dice, every shipped model) or lovasz (Lovasz-softmax, a '
+                        'surrogate of the per-class IoU); the report U-Net uses cross-entropy '
+                        'alone')
     s.set_defaults(func=run_segmentation)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
@@ -111,7 +119,7 @@ def _config(args, defaults: dict):
         seed=args.seed, device=args.device, workers=args.workers, resume=args.resume,
         amp=args.amp, overlay_every=args.overlay_every, threads=args.threads,
         max_steps_per_epoch=args.max_steps_per_epoch, init=args.init,
-        command='spacenav ' + ' '.join(shlex.quote(a) for a in sys.argv[1:]))
+        command=args.command_line)
 
 
 def _run(task, cfg) -> int:
@@ -143,9 +151,14 @@ def run_centroid(args) -> int:
 
 
 def run_segmentation(args) -> int:
+    if args.arch == 'unet' and args.region_loss != DEFAULT_REGION_LOSS:
+        print('spacenav train: error: --region-loss: the report U-Net is trained with '
+              'cross-entropy alone (its recipe); the region loss applies to the hazardnet archs',
+              file=sys.stderr)
+        return 2
     from spacenav_perception.training.segmentation_task import (
         DEFAULT_PHOTOMETRIC as SEGMENTATION_PHOTOMETRIC, SegmentationTask, arch_defaults)
     task = SegmentationTask(args.data, args.val, args.arch, args.masks, args.input_hw,
                             args.seed, args.limit, args.crop_hw, args.color,
-                            args.photometric or SEGMENTATION_PHOTOMETRIC)
+                            args.photometric or SEGMENTATION_PHOTOMETRIC, args.region_loss)
     return _run(task, _config(args, arch_defaults(args.arch)))

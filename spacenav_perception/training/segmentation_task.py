@@ -5,7 +5,8 @@ masks (DIR/images/clean/cleanNNNN.png or ground/groundNNNN.png) are decoded to c
 (dominant channel, DEVELOPERS.md) and resized with nearest neighbour; both stay in memory.
 
 - ``hazardnet``: cross-entropy + soft Dice (the Dice term keeps the rare rock classes from
-  being ignored), AdamW + warm-up/cosine, flips and photometric jitter (gain, offset, gamma,
+  being ignored; ``region_loss_name='lovasz'`` puts the Lovasz-softmax IoU surrogate in its
+  place, training/segmentation_losses.py), AdamW + warm-up/cosine, flips and photometric jitter (gain, offset, gamma,
   noise; ``photometric='wide'``, the default, adds a point-spread blur; 'narrow' is what every
   model up to session 7 was trained with). ``hazardnet_sp``
   (default, shipped): the same with per-pixel logits from a stride-2 sub-pixel head;
@@ -35,6 +36,7 @@ from ..core.manifest import COLOR_MODES
 from ..data.augment import PHOTOMETRIC_MODES
 from ..data.lunar_dataset import classify_mask, find_samples, read_rgb
 from ..data.problems import DataProblems, UnusableDataset
+from .segmentation_losses import DEFAULT_REGION_LOSS, REGION_LOSSES, region_loss
 
 ARCHS = ('hazardnet', 'hazardnet_fr', 'hazardnet_sp', 'unet')
 DEFAULT_ARCH = 'hazardnet_sp'     # the shipped models/hazard.* design
@@ -152,14 +154,6 @@ class SegmentationDataset(Dataset):
                 'target': torch.from_numpy(np.ascontiguousarray(lab).astype(np.int64))}
 
 
-def dice_loss(logits, target, eps: float = 1.0):
-    prob = logits.softmax(1)
-    onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).float()
-    inter = (prob * onehot).sum((0, 2, 3))
-    denom = prob.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
-    return 1.0 - ((2 * inter + eps) / (denom + eps)).mean()
-
-
 def confusion(pred: torch.Tensor, target: torch.Tensor, n: int = NUM_CLASSES) -> np.ndarray:
     idx = target.reshape(-1).long() * n + pred.reshape(-1).long()
     return torch.bincount(idx, minlength=n * n).reshape(n, n).cpu().numpy()
@@ -193,7 +187,16 @@ class SegmentationTask:
     metric_mode = 'max'
 
     def __init__(self, data, val, arch=DEFAULT_ARCH, masks='clean', input_hw=None, seed=0,
-                 limit=0, crop_hw=None, color='rgb', photometric=DEFAULT_PHOTOMETRIC):
+                 limit=0, crop_hw=None, color='rgb', photometric=DEFAULT_PHOTOMETRIC,
+                 region_loss_name=DEFAULT_REGION_LOSS):
+        if region_loss_name not in REGION_LOSSES:
+            raise ValueError(f'unknown region loss {region_loss_name!r} '
+                             f'(known: {", ".join(REGION_LOSSES)})')
+        if arch == 'unet' and region_loss_name != DEFAULT_REGION_LOSS:
+            raise ValueError('the report U-Net is trained with cross-entropy alone '
+                             '(its recipe); a region loss applies to the hazardnet archs')
+        self.region_loss_name = region_loss_name
+        self.region_loss = region_loss(region_loss_name)
         if color not in COLOR_MODES:
             raise ValueError(f'unknown color mode {color!r} (known: {", ".join(COLOR_MODES)})')
         if photometric not in PHOTOMETRIC_MODES:
@@ -234,7 +237,7 @@ class SegmentationTask:
                 'n_val': self.n_val, 'train_crop_hw': list(self.crop_hw) if self.crop_hw else None,
                 'photometric': self.photometric,
                 'loss': 'cross-entropy' if self.arch == 'unet' else
-                        'class-weighted cross-entropy + dice',
+                        f'class-weighted cross-entropy + {self.region_loss_name}',
                 'class_weights': [round(float(v), 4) for v in getattr(self, 'class_weights', [])]}
 
     def optimizer(self, model, cfg):
@@ -249,8 +252,8 @@ class SegmentationTask:
         weight = getattr(self, 'class_weights', None)
         ce = F.cross_entropy(outputs, batch['target'],
                              weight=None if weight is None else weight.to(outputs.device))
-        d = dice_loss(outputs, batch['target'])
-        return ce + d, {'ce': float(ce.detach()), 'dice': float(d.detach())}
+        r = self.region_loss(outputs, batch['target'])
+        return ce + r, {'ce': float(ce.detach()), self.region_loss_name: float(r.detach())}
 
     def val_begin(self):
         self._cm = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,7 +185,7 @@ def replay_through_graph(bag: Path, *, task: str, model: Path, eval_dir: Path,
     from tqdm import tqdm
 
     from spacenav_perception.graph.graph_config import resolve
-    from spacenav_perception.graph.runner import create_graph_nodes
+    from spacenav_perception.graph.runner import ExecutorThread, create_graph_nodes
 
     overrides = {
         'bag': str(bag), 'rate_hz': str(config.rate_hz), 'stamp_mode': 'now',
@@ -206,8 +205,7 @@ def replay_through_graph(bag: Path, *, task: str, model: Path, eval_dir: Path,
     executor = MultiThreadedExecutor()
     for node in nodes:
         executor.add_node(node)
-    thread = threading.Thread(target=executor.spin, name='demo-executor', daemon=True)
-    thread.start()
+    spinner = ExecutorThread(executor, name='demo-executor').start()
     ev = evaluator_node.evaluator
     matcher = ev.centroid if task == 'centroid' else ev.hazard
     total = replay._total or 0
@@ -217,6 +215,8 @@ def replay_through_graph(bag: Path, *, task: str, model: Path, eval_dir: Path,
             last = 0
             while not replay.done.is_set():
                 time.sleep(0.1)
+                if spinner.stopped.is_set():     # a callback raised: say so instead of waiting
+                    raise DemoError(f'the node graph stopped: {spinner.failure!r}')
                 now = replay.published
                 if now != last:
                     bar.update(now - last)
@@ -249,8 +249,7 @@ def replay_through_graph(bag: Path, *, task: str, model: Path, eval_dir: Path,
                                                   'counters': health.counters()}
         return summary
     finally:
-        executor.shutdown(timeout_sec=10.0)
-        thread.join(10.0)
+        spinner.stop(timeout_s=10.0)
         for node in nodes:
             node.destroy_node()
 

@@ -155,6 +155,60 @@ def test_runner_exits_when_a_node_is_done(tmp_path):
     assert 'exit 0 ok' in result.stdout
 
 
+def test_runner_lets_handed_out_callbacks_finish_before_destroying_nodes(tmp_path):
+    """Callbacks queued in the MultiThreadedExecutor's pool when the runner stops run to their
+    end on live nodes: none is cut off, none fails on a destroyed handle (rclpy's own
+    Executor.shutdown() does not wait for them), and a callback that raises is reported."""
+    script = tmp_path / 'busy_node.py'
+    script.write_text(textwrap.dedent('''
+        import sys, threading, time
+        from spacenav_perception.ros_env import ensure_local_dds
+        ensure_local_dds()
+        import rclpy
+        from rclpy.callback_groups import ReentrantCallbackGroup
+        from rclpy.node import Node
+        from spacenav_perception.graph.runner import spin_until_stopped
+
+        class Busy(Node):
+            def __init__(self, fail):
+                super().__init__('busy')
+                self.done = threading.Event()
+                self.fail = fail
+                self.started = self.finished = 0
+                self.lock = threading.Lock()
+                group = ReentrantCallbackGroup()
+                for _ in range(4):          # more ready timers than pool threads: a queue
+                    self.create_timer(0.01, self.tick, callback_group=group)
+            def tick(self):
+                with self.lock:
+                    self.started += 1
+                    n = self.started
+                time.sleep(0.05)
+                if n >= 30:
+                    self.done.set()
+                    if self.fail:
+                        raise ValueError('callback broke')
+                with self.lock:
+                    self.finished += 1
+
+        rclpy.init()
+        node = Busy(fail=sys.argv[1] == 'fail')
+        code = spin_until_stopped([node], exit_when_done=True)
+        print('exit', code, 'cut off', node.started - node.finished)
+        sys.exit(code)
+    '''))
+    clean = subprocess.run([sys.executable, str(script), 'ok'], capture_output=True, text=True,
+                           timeout=120)
+    assert clean.returncode == 0, clean.stderr
+    assert 'exit 0 cut off 0' in clean.stdout
+    assert 'never retrieved' not in clean.stderr and 'Destroyable' not in clean.stderr
+    broken = subprocess.run([sys.executable, str(script), 'fail'], capture_output=True,
+                            text=True, timeout=120)
+    assert broken.returncode == 1
+    assert 'executor failed: ValueError: callback broke' in broken.stderr
+    assert 'never retrieved' not in broken.stderr
+
+
 def test_spacenav_run_reports_bad_arguments():
     result = subprocess.run([str(Path(sys.executable).parent / 'spacenav'), 'run', '--config',
                              'nav', 'use_hazard:=perhaps'], capture_output=True, text=True,

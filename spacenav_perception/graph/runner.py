@@ -61,6 +61,62 @@ def _log_error(name: str, message: str) -> None:
     rclpy.logging.get_logger(name).error(message)
 
 
+class ExecutorThread:
+    """An rclpy executor spinning in a background thread, stopped without losing callbacks.
+
+    ``stop()`` ends the spinning, lets the callbacks the executor already handed to its
+    thread pool finish while the nodes and the executor's guard condition still exist, and only
+    then shuts the executor down. (rclpy 7.1, Jazzy: ``Executor.shutdown()`` skips its own wait
+    for running callbacks and destroys the guard condition under them, so each queued callback
+    ends in "The following exception was never retrieved: cannot use Destroyable because
+    destruction was requested" on stderr; ros2/rclpy#1666.) The nodes are the caller's to
+    destroy afterwards. ``failure`` holds the first exception the executor or a callback raised
+    (also one of the callbacks that finish during ``stop()``), else None; ``stopped`` is set
+    once the spinning has ended, also when rclpy was shut down from outside.
+    """
+
+    def __init__(self, executor, name: str = 'executor'):
+        self.executor = executor
+        self.failure: Optional[BaseException] = None
+        self.stopped = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._spin, name=name, daemon=True)
+
+    def start(self) -> 'ExecutorThread':
+        self._thread.start()
+        return self
+
+    def _spin(self) -> None:
+        try:
+            while not self._stopping.is_set() and self.executor.context.ok():
+                self.executor.spin_once(timeout_sec=0.1)
+        except Exception as exc:  # noqa: BLE001 - reported through `failure`
+            if not self._stopping.is_set():
+                self.failure = exc
+        finally:
+            self.stopped.set()
+
+    def stop(self, timeout_s: float = 10.0) -> bool:
+        """Stop spinning and shut the executor down; False when callbacks still ran after
+        timeout_s (they are then left to fail on their own)."""
+        import time
+        deadline = time.monotonic() + timeout_s
+        self._stopping.set()
+        self._thread.join(timeout_s)
+        # MultiThreadedExecutor keeps the callbacks it handed to its pool (tasks) in _futures;
+        # a SingleThreadedExecutor has none (its callbacks ran inside spin_once)
+        finished = True
+        for task in list(getattr(self.executor, '_futures', ())):
+            while not task.done() and time.monotonic() < deadline:
+                time.sleep(0.005)
+            if not task.done():
+                finished = False
+            elif task.exception() is not None and self.failure is None:
+                self.failure = task.exception()     # a callback that raised: not lost
+        self.executor.shutdown(timeout_sec=max(0.0, deadline - time.monotonic()))
+        return finished
+
+
 def spin_until_stopped(nodes: List, *, exit_when_done: bool = False,
                        multi_threaded: bool = True) -> int:
     """Spin `nodes` until SIGINT/SIGTERM (or a node's `done` with exit_when_done); then destroy
@@ -76,31 +132,17 @@ def spin_until_stopped(nodes: List, *, exit_when_done: bool = False,
     executor = MultiThreadedExecutor() if multi_threaded else SingleThreadedExecutor()
     for node in nodes:
         executor.add_node(node)
-    failure = []
-
-    def spin():
-        try:
-            executor.spin()
-        except Exception as exc:  # noqa: BLE001 - reported below
-            if not stop.is_set():
-                failure.append(exc)
-        finally:
-            stop.set()
-
     done_events = [n.done for n in nodes if isinstance(getattr(n, 'done', None), threading.Event)]
     if exit_when_done and not done_events:
         nodes[0].get_logger().warning('--exit-when-done: no node in this graph signals done; '
                                       'running until SIGINT / SIGTERM')
-    thread = threading.Thread(target=spin, name='executor', daemon=True)
-    thread.start()
+    spinner = ExecutorThread(executor).start()
     try:
-        while not stop.wait(0.1):
+        while not stop.wait(0.1) and not spinner.stopped.is_set():
             if exit_when_done and any(event.is_set() for event in done_events):
                 break
     finally:
-        stop.set()
-        executor.shutdown(timeout_sec=10.0)
-        thread.join(10.0)
+        spinner.stop(timeout_s=10.0)
         for node in nodes:
             try:
                 node.destroy_node()
@@ -109,9 +151,9 @@ def spin_until_stopped(nodes: List, *, exit_when_done: bool = False,
         rclpy.try_shutdown()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    if failure:
-        print(f'error: executor failed: {type(failure[0]).__name__}: {failure[0]}',
-              file=sys.stderr)
+    if spinner.failure is not None:
+        failure = spinner.failure
+        print(f'error: executor failed: {type(failure).__name__}: {failure}', file=sys.stderr)
         return EXIT_RUNTIME_ERROR
     return 0
 

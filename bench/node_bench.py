@@ -305,11 +305,11 @@ def run_node_bench(cfg: NodeBenchConfig, model_files: dict, predictor_p50: dict,
     """
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
+    from spacenav_perception.graph.runner import ExecutorThread
     node = rclpy.create_node(f'spacenav_bench_{os.getpid()}')
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
+    spinner = ExecutorThread(executor, name='bench-executor').start()
     log_dir = Path(tempfile.mkdtemp(prefix='spacenav_bench_nodes_'))
     nodes_rows, overload_rows, errors = [], [], []
     tag = os.getpid()
@@ -413,7 +413,7 @@ def run_node_bench(cfg: NodeBenchConfig, model_files: dict, predictor_p50: dict,
                             node.destroy_subscription(probe.sub)
                         node.destroy_publisher(probe.pub)
     finally:
-        executor.shutdown(timeout_sec=2)
+        spinner.stop(timeout_s=2.0)
         node.destroy_node()
         if not errors:
             shutil.rmtree(log_dir, ignore_errors=True)

@@ -27,6 +27,7 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
+from spacenav_perception.graph.runner import ExecutorThread
 from spacenav_perception.ros_env import ensure_local_dds
 
 DEFAULT_TIMEOUT = 20.0
@@ -69,29 +70,17 @@ def wait_for(predicate, timeout: float = DEFAULT_TIMEOUT, interval: float = 0.01
 def ros_graph(*nodes: Node, destroy: bool = True):
     """Spin `nodes` in a background thread; yield the executor. Destroys the nodes on exit.
 
-    The thread spins until told to stop and is joined before the executor is shut down: rclpy's
-    (Jazzy) Executor.shutdown() does not wait for work in flight (its wait sits behind a check
-    of the flag it has just set) and destroys the guard condition that a handler still running
-    in the spin thread then triggers (InvalidHandle, reported by pytest as an unhandled thread
-    exception)."""
+    The package's own ExecutorThread spins and stops it (callbacks handed out finish before the
+    executor is shut down; rclpy's Executor.shutdown() alone does not wait for them)."""
     init_rclpy()
     executor = MultiThreadedExecutor(num_threads=4)
     for node in nodes:
         executor.add_node(node)
-    stop = threading.Event()
-
-    def spin():
-        while not stop.is_set() and rclpy.ok():
-            executor.spin_once(timeout_sec=0.05)
-
-    thread = threading.Thread(target=spin, name='test-executor', daemon=True)
-    thread.start()
+    spinner = ExecutorThread(executor, name='test-executor').start()
     try:
         yield executor
     finally:
-        stop.set()
-        thread.join(10.0)
-        executor.shutdown(timeout_sec=10.0)
+        spinner.stop(timeout_s=10.0)
         if destroy:
             for node in nodes:
                 node.destroy_node()

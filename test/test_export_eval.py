@@ -217,6 +217,9 @@ def test_segmentation_export_and_eval(tmp_path, capsys):
     manifest = json.loads((tmp_path / 'small' / 'hazard.json').read_text())
     assert (manifest['input']['height'], manifest['input']['width']) == (48, 96)
     assert manifest['training']['input_hw'] == [32, 64]
+    # the manifest records the command that made it: the arguments given to the CLI
+    assert manifest['export_command'] == (f"spacenav export --checkpoint {tmp_path / 'run' / 'best.pt'}"
+                                          f" --out {small} --formats ts,onnx --input-hw 48 96")
     sess = ort.InferenceSession(str(tmp_path / 'small' / 'hazard.onnx'),
                                 providers=['CPUExecutionProvider'])
     x = torch.rand(1, 3, 48, 96)

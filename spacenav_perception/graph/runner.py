@@ -22,6 +22,7 @@ import importlib
 import signal
 import sys
 import threading
+import time
 from typing import Iterable, List, Optional
 
 from spacenav_perception.ros_env import ensure_local_dds
@@ -99,7 +100,6 @@ class ExecutorThread:
     def stop(self, timeout_s: float = 10.0) -> bool:
         """Stop spinning and shut the executor down; False when callbacks still ran after
         timeout_s (they are then left to fail on their own)."""
-        import time
         deadline = time.monotonic() + timeout_s
         self._stopping.set()
         self._thread.join(timeout_s)

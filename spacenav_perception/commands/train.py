@@ -151,14 +151,13 @@ def run_centroid(args) -> int:
 
 
 def run_segmentation(args) -> int:
-    if args.arch == 'unet' and args.region_loss != DEFAULT_REGION_LOSS:
-        print('spacenav train: error: --region-loss: the report U-Net is trained with '
-              'cross-entropy alone (its recipe); the region loss applies to the hazardnet archs',
-              file=sys.stderr)
-        return 2
     from spacenav_perception.training.segmentation_task import (
         DEFAULT_PHOTOMETRIC as SEGMENTATION_PHOTOMETRIC, SegmentationTask, arch_defaults)
-    task = SegmentationTask(args.data, args.val, args.arch, args.masks, args.input_hw,
-                            args.seed, args.limit, args.crop_hw, args.color,
-                            args.photometric or SEGMENTATION_PHOTOMETRIC, args.region_loss)
+    try:
+        task = SegmentationTask(args.data, args.val, args.arch, args.masks, args.input_hw,
+                                args.seed, args.limit, args.crop_hw, args.color,
+                                args.photometric or SEGMENTATION_PHOTOMETRIC, args.region_loss)
+    except ValueError as exc:     # an option this arch does not take (e.g. unet + lovasz)
+        print(f'spacenav train: error: {exc}', file=sys.stderr)
+        return 2
     return _run(task, _config(args, arch_defaults(args.arch)))

@@ -6,9 +6,9 @@ masks (DIR/images/clean/cleanNNNN.png or ground/groundNNNN.png) are decoded to c
 
 - ``hazardnet``: cross-entropy + soft Dice (the Dice term keeps the rare rock classes from
   being ignored; ``region_loss_name='lovasz'`` puts the Lovasz-softmax IoU surrogate in its
-  place, training/segmentation_losses.py), AdamW + warm-up/cosine, flips and photometric jitter (gain, offset, gamma,
-  noise; ``photometric='wide'``, the default, adds a point-spread blur; 'narrow' is what every
-  model up to session 7 was trained with). ``hazardnet_sp``
+  place, training/segmentation_losses.py), AdamW + warm-up/cosine, flips and photometric
+  jitter (gain, offset, gamma, noise; ``photometric='wide'``, the default, adds a point-spread
+  blur; 'narrow' is what every model up to session 7 was trained with). ``hazardnet_sp``
   (default, shipped): the same with per-pixel logits from a stride-2 sub-pixel head;
   ``hazardnet_fr``: the same with logits drawn at the input's resolution (nets/hazard_net.py).
 - ``unet``: the report's custom U-Net: cross-entropy, Adam 1e-3 constant, same data.

@@ -9,7 +9,7 @@ import importlib
 import shlex
 import sys
 
-SUBCOMMANDS = ('run', 'synth', 'train', 'eval', 'export', 'bag', 'bench', 'demo')
+SUBCOMMANDS = ('run', 'synth', 'train', 'eval', 'calibrate', 'export', 'bag', 'bench', 'demo')
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +39,14 @@ def main(argv=None) -> int:
     if not getattr(args, 'func', None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    from spacenav_perception.core.manifest import ModelIntegrityError
+    from spacenav_perception.data.problems import UnusableDataset
+    try:
+        return int(args.func(args) or 0)
+    except (ModelIntegrityError, UnusableDataset) as exc:
+        # a model file or dataset the user named cannot be used: say so, no traceback
+        print(f'spacenav {args.command}: error: {exc}', file=sys.stderr)
+        return 2
 
 
 if __name__ == '__main__':

@@ -61,10 +61,16 @@ def _check(name: str, ref: torch.Tensor, got: torch.Tensor, atol: float, rtol: f
 def export_model(model: torch.nn.Module, config: dict, out, formats=('ts', 'pt2', 'onnx'),
                  metrics: dict | None = None, training: dict | None = None,
                  export_command: str | None = None, atol: float = 1e-4, rtol: float = 1e-4,
-                 log=print, tta: str = 'none') -> dict:
+                 log=print, tta: str = 'none', logit_offset=None) -> dict:
     """Write the formats beside `out` (models/NAME.ts), verify them, write models/NAME.json.
+    `logit_offset` (segmentation): per-class numbers the predictor adds to the logits before
+    the argmax, written to the manifest (the exported graph is the network's own).
     Returns {'files': [...], 'manifest': path, 'max_abs_diff': {fmt: diff}, 'failed': {fmt: why}}."""
-    from .core.manifest import write_manifest
+    from .core.manifest import logit_offset_problem, write_manifest
+    offset = [float(v) for v in logit_offset] if logit_offset else []
+    problem = logit_offset_problem(offset, config['task'], len(config.get('class_names', [])))
+    if problem:
+        raise ValueError(problem)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     stem = out.with_suffix('')
@@ -121,7 +127,7 @@ def export_model(model: torch.nn.Module, config: dict, out, formats=('ts', 'pt2'
     manifest = write_manifest(
         written, task=config['task'], arch=config['arch'], input=inp, output=config['output'],
         class_names=config.get('class_names', []), metrics=metrics or {},
-        training=training or {}, export_command=export_command,
+        training=training or {}, export_command=export_command, logit_offset=offset,
         export={'max_abs_diff_to_eager': diffs, 'failed': failed,
                 'torch': torch.__version__, 'test_time_augmentation': tta})
     log(f'wrote {manifest}')
@@ -153,11 +159,12 @@ def _check_input_size(model: torch.nn.Module, config: dict, h: int, w: int) -> N
 
 
 def export_checkpoint(checkpoint, out, formats=('ts', 'pt2', 'onnx'), export_command=None,
-                      log=print, tta: str = 'none', input_hw=None) -> dict:
+                      log=print, tta: str = 'none', input_hw=None, logit_offset=None) -> dict:
     """`tta='d4'` (centroid models): the exported graph averages the network over the 8
     flips/transposes of its input (nets/centroid_net.py D4Averaged); `tta='hflip'`
     (segmentation models): over the frame and its mirror image (nets/hazard_net.py
-    HFlipAveraged).  Same input and output as the plain network."""
+    HFlipAveraged).  Same input and output as the plain network.  `logit_offset`: see
+    export_model (segmentation models; `spacenav calibrate segmentation` chooses it)."""
     if tta not in TTA_MODES:
         raise ValueError(f'unknown test-time augmentation {tta!r} (known: {", ".join(TTA_MODES)})')
     model, config = load_checkpoint_model(checkpoint)
@@ -193,6 +200,8 @@ def export_checkpoint(checkpoint, out, formats=('ts', 'pt2', 'onnx'), export_com
     if export_command is None:
         # a library call: say so rather than record the calling program's argv as a command
         export_command = (f'export_checkpoint({str(checkpoint)!r}, {str(out)!r}, '
-                          f'formats={list(formats)!r}, tta={tta!r}, input_hw={input_hw!r})')
+                          f'formats={list(formats)!r}, tta={tta!r}, input_hw={input_hw!r}, '
+                          f'logit_offset={logit_offset!r})')
     return export_model(model, config, out, formats, metrics=metrics, training=training,
-                        export_command=export_command, log=log, tta=tta)
+                        export_command=export_command, log=log, tta=tta,
+                        logit_offset=logit_offset)

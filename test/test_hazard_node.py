@@ -137,6 +137,26 @@ def test_post_processing_parameters_reach_the_predictor(graph):
         other.destroy_node()
 
 
+def test_logit_offset_parameter_replaces_the_manifests(graph):
+    """Not set: the manifest's offsets (none for the reference model); set: those, as the
+    predictor's; one that does not fit the model's classes stops the node at start-up."""
+    from spacenav_perception.nodes.hazard_node import HazardNode
+    from spacenav_perception.nodes.params import NodeConfigError
+    node = graph[0]
+    assert node.predictor.logit_offset == ()
+    model = Parameter('model_path', value=str(node.predictor.engine.model_path))
+    other = HazardNode(parameter_overrides=[
+        model, Parameter('logit_offset', value=[0.0, -0.5, -1.0, 0.0]),
+        Parameter('image_topic', value='/unused_image')])
+    try:
+        assert other.predictor.logit_offset == (0.0, -0.5, -1.0, 0.0)
+    finally:
+        other.destroy_node()
+    with pytest.raises(NodeConfigError, match='logit_offset: logit_offset has 2 value'):
+        HazardNode(parameter_overrides=[model, Parameter('logit_offset', value=[0.0, 1.0]),
+                                        Parameter('image_topic', value='/unused_image')])
+
+
 def test_no_safe_site_when_all_hazard(graph):
     node, pub, recorders = graph
     rocks = np.zeros((HEIGHT, WIDTH, 3), np.uint8)

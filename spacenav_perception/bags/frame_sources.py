@@ -33,6 +33,8 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from ..core.lunar_classes import HAZARD_CLASSES
+
 ASTEROID_FOV_DEG = 5.5
 LUNAR_FOV_DEG = 60.0
 DEFAULT_RATE_HZ = 10.0
@@ -44,7 +46,6 @@ HAZARD_TRUTH_TOPIC = '/hazard_truth'
 SEGMENTATION_TRUTH_TOPIC = '/segmentation_truth'
 DEFAULT_FRAME_ID = 'camera_optical_frame'
 
-HAZARD_CLASSES = (1, 2)          # small rock, large rock
 FOV_COLUMNS = ('fov_deg', 'hfov_deg', 'fov')
 
 IMAGE_TYPE = 'sensor_msgs/msg/Image'

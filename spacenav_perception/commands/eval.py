@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from spacenav_perception.commands import HelpFormatter
 from spacenav_perception.core.class_map import (DEFAULT_FLIP_AVERAGE, DEFAULT_UPSAMPLING,
@@ -79,6 +80,10 @@ def register(subparsers) -> None:
                    help='class map at the frame resolution, as hazard_node\'s upsampling '
                         'parameter: bilinear = argmax of the upsampled logits, nearest = '
                         f'upsampled model-resolution argmax (default: {DEFAULT_UPSAMPLING})')
+    s.add_argument('--logit-offset', nargs='+', type=float, default=None, metavar='V',
+                   help='one number per class added to the logits before the argmax, as '
+                        'hazard_node\'s logit_offset parameter (not given: the model manifest\'s '
+                        'logit_offset; 0 0 0 0: the network\'s own argmax)')
     s.add_argument('--out', default=None, help='folder for the confusion matrix, overlays, JSON')
     s.set_defaults(func=run_segmentation)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
@@ -94,9 +99,14 @@ def run_centroid(args) -> int:
 
 def run_segmentation(args) -> int:
     from spacenav_perception.evaluation.segmentation_eval import evaluate_segmentation, format_table
-    r = evaluate_segmentation(args.data, args.model, args.masks, args.device, args.out,
-                              args.limit, progress=not args.json, perturbation=args.perturb,
-                              min_hazard_region_px=args.min_hazard_region_px,
-                              flip_average=args.flip_average, upsampling=args.upsampling)
+    try:
+        r = evaluate_segmentation(args.data, args.model, args.masks, args.device, args.out,
+                                  args.limit, progress=not args.json, perturbation=args.perturb,
+                                  min_hazard_region_px=args.min_hazard_region_px,
+                                  flip_average=args.flip_average, upsampling=args.upsampling,
+                                  logit_offset=args.logit_offset)
+    except ValueError as exc:      # e.g. a --logit-offset that does not fit the model
+        print(f'spacenav eval: error: {exc}', file=sys.stderr)
+        return 2
     print(json.dumps(r) if args.json else format_table(r))
     return 0

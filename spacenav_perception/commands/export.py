@@ -28,6 +28,10 @@ def register(subparsers) -> None:
                    help='model input height width instead of the training '
                         'size: trades accuracy for speed with a fully convolutional network; '
                         'the manifest keeps the training size under training.input_hw')
+    p.add_argument('--logit-offset', nargs='+', type=float, metavar='V',
+                   help='segmentation models: one number per class added to the logits before '
+                        'the argmax, written to the manifest (hazard_node and eval apply it); '
+                        'spacenav calibrate segmentation chooses them on validation data')
     p.set_defaults(func=run)
 
 
@@ -47,7 +51,7 @@ def run(args) -> int:
         formats.insert(0, primary)
     try:
         export_checkpoint(args.checkpoint, args.out, formats, tta=args.tta, input_hw=args.input_hw,
-                          export_command=args.command_line)
+                          export_command=args.command_line, logit_offset=args.logit_offset)
     except ValueError as exc:
         print(f'error: {exc}')
         return 2

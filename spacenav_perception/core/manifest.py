@@ -59,6 +59,9 @@ class ModelManifest:
     metrics: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
     export_command: str | None = None
+    # segmentation: per-class numbers added to the model's (mean) logits before the argmax,
+    # chosen on validation data (spacenav calibrate segmentation); empty = none
+    logit_offset: list = field(default_factory=list)
     extra: dict = field(default_factory=dict)   # unknown keys, kept on rewrite
     path: Path | None = None                    # where it was read from (not serialised)
 
@@ -79,6 +82,8 @@ class ModelManifest:
                'metrics': dict(self.metrics), 'training': dict(self.training)}
         if self.export_command:
             out['export_command'] = self.export_command
+        if self.logit_offset:
+            out['logit_offset'] = list(self.logit_offset)
         out.update(self.extra)
         return out
 
@@ -139,6 +144,24 @@ def _servable_problem(m: ModelManifest) -> str | None:
         return f'input std {spec.std!r} contains zero'
     if m.task == 'segmentation' and m.class_names and len(m.class_names) < 2:
         return f'segmentation model lists {len(m.class_names)} class name(s); needs at least 2'
+    return logit_offset_problem(m.logit_offset, m.task, len(m.class_names))
+
+
+def logit_offset_problem(offset, task: str, n_classes: int) -> str | None:
+    """Why `offset` cannot be a manifest's logit_offset (None when it can): a segmentation
+    model's list of one finite number per class (empty = no offset)."""
+    if not isinstance(offset, (list, tuple)):
+        return f'logit_offset {offset!r} is not a list'
+    if not offset:
+        return None
+    if task != 'segmentation':
+        return f'logit_offset is for segmentation models, not {task!r}'
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+               for v in offset):
+        return f'logit_offset {list(offset)!r} must hold finite numbers'
+    if n_classes and len(offset) != n_classes:
+        return (f'logit_offset has {len(offset)} value(s) for {n_classes} classes '
+                '(one per class)')
     return None
 
 

@@ -7,7 +7,12 @@ nearest-upsampled) -> hazard = 255 where the class is in `hazard_classes` -> opt
 safe disc.
 
 Flip averaging (`flip_average`, default on; see class_map.py): the logits of the frame mirrored
-left-right, mirrored back, are added to the frame's. Off halves the model's time.
+left-right, mirrored back, are averaged with the frame's. Off halves the model's time.
+
+Logit offset (`logit_offset`; default: the manifest's `logit_offset`, none when it has none): one
+number per class added to the (averaged) logits before anything else, a decision rule chosen on
+validation data by `spacenav calibrate segmentation` (evaluation/logit_calibration.py). Negative
+rock offsets trade hazard recall for precision and IoU; zeros give the network's own argmax.
 
 Specks (hazard_specks.py): connected regions of the hazard classes (together, 8-connected)
 smaller than `min_hazard_region_px` input pixels are set to the ground class before anything
@@ -66,7 +71,10 @@ class SegmentationPredictor:
     def __init__(self, engine: InferenceEngine, hazard_classes=(1, 2), compute_safe_site=True,
                  ground_class: int = 0,
                  min_hazard_region_px: float = DEFAULT_MIN_HAZARD_REGION_PX,
-                 upsampling: str = DEFAULT_UPSAMPLING, flip_average: bool = DEFAULT_FLIP_AVERAGE):
+                 upsampling: str = DEFAULT_UPSAMPLING, flip_average: bool = DEFAULT_FLIP_AVERAGE,
+                 logit_offset=None):
+        """`logit_offset`: None = the manifest's (none when it lists none); a sequence of one
+        finite number per class replaces it (zeros: the network's own argmax)."""
         manifest = engine.manifest
         if manifest.task != 'segmentation':
             raise ValueError(f'{engine.model_path} is a {manifest.task!r} model, not a '
@@ -80,6 +88,11 @@ class SegmentationPredictor:
             raise ValueError(f'min_hazard_region_px must be >= 0, not {min_hazard_region_px}')
         self.upsampling = check_upsampling(upsampling)
         self.flip_average = bool(flip_average)
+        self.logit_offset = self._check_offset(
+            manifest.logit_offset if logit_offset is None else logit_offset, manifest)
+        self._offset = (torch.tensor(self.logit_offset, dtype=torch.float32,
+                                     device=engine.device).view(1, -1, 1, 1)
+                        if any(self.logit_offset) else None)
         self.preprocess = Preprocessor(manifest, engine.device)
         self._hazard_lut = np.zeros(256, np.uint8)
         for c in self.hazard_classes:
@@ -90,6 +103,21 @@ class SegmentationPredictor:
         self._ground_is_hazard = self.ground_class in self.hazard_classes
         self._plane_argmax = PlaneArgmax()
         self._bilinear_argmax = BilinearArgmax()
+
+    @staticmethod
+    def _check_offset(offset, manifest) -> tuple:
+        try:
+            values = tuple(float(v) for v in offset)
+        except (TypeError, ValueError):
+            raise ValueError(f'logit_offset {offset!r} must be a list of numbers, one per '
+                             'class') from None
+        if not all(np.isfinite(values)):
+            raise ValueError(f'logit_offset {list(values)} must hold finite numbers')
+        n = len(manifest.class_names)
+        if values and n and len(values) != n:
+            raise ValueError(f'logit_offset has {len(values)} value(s); the model has {n} '
+                             f'classes ({", ".join(manifest.class_names)})')
+        return values
 
     def warmup(self, runs: int = 3) -> None:
         """Run the whole predictor (pre-processing, model, post-processing) on blank frames of
@@ -127,9 +155,20 @@ class SegmentationPredictor:
                 if want_site else None)
         return SegmentationResult(full, hazard, site)
 
+    def scores(self, image: np.ndarray, encoding: str = 'rgb8') -> np.ndarray:
+        """float32 (C, H, W) at the input resolution: the logits (averaged over the flip, plus
+        the logit offset) bilinearly upsampled there, whose argmax is the 'bilinear' class map
+        before speck removal (what spacenav calibrate segmentation searches over)."""
+        height, width = image.shape[:2]
+        logits = self._logits(self.preprocess(image, encoding))[0].detach().float().cpu().numpy()
+        if tuple(logits.shape[1:]) == (height, width):
+            return np.array(logits, dtype=np.float32)
+        return np.stack([cv2.resize(np.ascontiguousarray(p), (width, height),
+                                    interpolation=cv2.INTER_LINEAR) for p in logits])
+
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        """(1, C, h, w) logits of the preprocessed frame; with flip_average, plus those of the
-        frame mirrored left-right, mirrored back (a sum: the argmax of the mean)."""
+        """(1, C, h, w) logits of the preprocessed frame; with flip_average, the mean with
+        those of the frame mirrored left-right, mirrored back; plus the logit offset."""
         logits = self._run(x)
         if self.flip_average:
             mirrored = self._run(torch.flip(x, dims=(3,)))
@@ -137,7 +176,12 @@ class SegmentationPredictor:
                 raise RuntimeError(f'{self.engine.model_path} returned {tuple(mirrored.shape)} '
                                    f'for the mirrored frame and {tuple(logits.shape)} for the '
                                    'frame')
-            logits = logits + torch.flip(mirrored, dims=(3,))
+            logits = (logits + torch.flip(mirrored, dims=(3,))) * 0.5
+        if self._offset is not None:
+            if logits.shape[1] != self._offset.shape[1]:
+                raise RuntimeError(f'{self.engine.model_path} returned {logits.shape[1]} class '
+                                   f'planes for {self._offset.shape[1]} logit offsets')
+            logits = logits + self._offset
         return logits
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:

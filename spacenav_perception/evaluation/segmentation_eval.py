@@ -22,11 +22,11 @@ def evaluate_segmentation(data, model=None, masks='clean', device='cpu', out=Non
                           n_overlays=4, progress=True, perturbation: str = 'none',
                           min_hazard_region_px: float = DEFAULT_MIN_HAZARD_REGION_PX,
                           flip_average: bool = DEFAULT_FLIP_AVERAGE,
-                          upsampling: str = DEFAULT_UPSAMPLING) -> dict:
+                          upsampling: str = DEFAULT_UPSAMPLING, logit_offset=None) -> dict:
     """`perturbation`: a name from evaluation/perturbations.py applied to every frame before
     the model sees it (robustness figures; 'none': the frames as they are).
-    `min_hazard_region_px`, `flip_average`, `upsampling`: the predictor's post-processing
-    (defaults: hazard_node's)."""
+    `min_hazard_region_px`, `flip_average`, `upsampling`, `logit_offset` (None: the manifest's):
+    the predictor's post-processing (defaults: hazard_node's)."""
     from .perturbations import perturb
     from ..core.engine import InferenceEngine
     from ..core.segmentation_predictor import SegmentationPredictor
@@ -35,7 +35,8 @@ def evaluate_segmentation(data, model=None, masks='clean', device='cpu', out=Non
     engine = InferenceEngine(model, device=device, expected_task='segmentation')
     predictor = SegmentationPredictor(engine, compute_safe_site=False,
                                       min_hazard_region_px=min_hazard_region_px,
-                                      flip_average=flip_average, upsampling=upsampling)
+                                      flip_average=flip_average, upsampling=upsampling,
+                                      logit_offset=logit_offset)
     pairs = list_samples(data, masks)
     if limit:
         pairs = pairs[:limit]
@@ -66,6 +67,7 @@ def evaluate_segmentation(data, model=None, masks='clean', device='cpu', out=Non
               'data': str(data), 'perturbation': perturbation,
               'min_hazard_region_px': float(min_hazard_region_px),
               'flip_average': bool(flip_average), 'upsampling': upsampling,
+              'logit_offset': list(predictor.logit_offset),
               'predictor_latency_ms': {'p50': float(np.median(latency) * 1e3) if latency else None,
                                        'p90': float(np.percentile(latency, 90) * 1e3) if latency else None}}
     if out:
@@ -87,6 +89,8 @@ def format_table(result: dict) -> str:
              f'{result["pixel_accuracy"]:.4f}  (masks: {result["masks"]})']
     for k, v in result['iou'].items():
         lines.append(f'  IoU {k:<11} {v:.4f}')
+    if any(result.get('logit_offset') or []):
+        lines.append('logit offset ' + ' '.join(f'{v:g}' for v in result['logit_offset']))
     if 'rocks' in result:
         lines += format_rocks(result['rocks'])
     lat = result['predictor_latency_ms']

@@ -14,18 +14,21 @@ Hazard regions smaller than min_hazard_region_px input pixels are ground in ever
 flip_average (default true) also runs the model on the mirrored frame and sums the logits
 (more accurate, twice the model's time); upsampling 'bilinear' (default) takes the argmax of
 the logits upsampled to the input resolution, 'nearest' upsamples the model-resolution argmax
-(core/class_map.py).
+(core/class_map.py). logit_offset (not set: the model manifest's) is added per class to the
+logits before the argmax (core/segmentation_predictor.py).
 /hazard_mask is published for every frame. /segmentation, /segmentation/color and /safe_site are
 published only while they have subscribers (get_subscription_count() > 0), and the
 full-resolution class map and the safe site are only computed when a subscriber wants them.
 """
 import numpy as np
 from geometry_msgs.msg import PointStamped
+from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 
 from spacenav_perception.core.class_map import (DEFAULT_FLIP_AVERAGE, DEFAULT_UPSAMPLING,
                                                 UPSAMPLING_MODES)
 from spacenav_perception.core.hazard_specks import DEFAULT_MIN_HAZARD_REGION_PX
+from spacenav_perception.core.lunar_classes import HAZARD_CLASSES
 from spacenav_perception.core.lunar_classes import PALETTE as CLASS_PALETTE
 from spacenav_perception.core.segmentation_predictor import SegmentationPredictor
 from spacenav_perception.graph.runner import run_node
@@ -44,7 +47,7 @@ class HazardNode(ImageNode):
 
     def __init__(self, **kwargs):
         super().__init__(self.DEFAULT_NAME, task='segmentation', **kwargs)
-        hazard_classes = declare(self, 'hazard_classes', [1, 2],
+        hazard_classes = declare(self, 'hazard_classes', list(HAZARD_CLASSES),
                                  'Class ids that are hazards in /hazard_mask and for the safe '
                                  'site (0 ground, 1 small rock, 2 large rock, 3 sky)')
         self.publish_color = declare(self, 'publish_color', False,
@@ -62,6 +65,12 @@ class HazardNode(ImageNode):
                              'Class map at the input resolution from the model\'s: bilinear '
                              '(argmax of the upsampled logits) or nearest (cheaper for inputs '
                              'much larger than the model\'s)')
+        logit_offset = declare(self, 'logit_offset', Parameter.Type.DOUBLE_ARRAY,
+                               'One number per class added to the model\'s logits before the '
+                               'argmax (decimals, e.g. [0.0, -0.5, -1.0, 0.0]); not set: the '
+                               'offsets in the model manifest (chosen on validation data), '
+                               'zeros: the network\'s own argmax; lower rock offsets mean '
+                               'fewer hazard pixels')
         classes = tuple(int(c) for c in hazard_classes)
         if not classes or any(not 0 <= c < 256 for c in classes):
             raise NodeConfigError(f'parameter hazard_classes={list(classes)} must be class ids '
@@ -73,11 +82,15 @@ class HazardNode(ImageNode):
             raise NodeConfigError(f'parameter upsampling={upsampling!r} must be one of '
                                   f'{", ".join(UPSAMPLING_MODES)}')
         engine = self.load_model('segmentation', 'hazard')
-        self.predictor = SegmentationPredictor(engine, hazard_classes=classes,
-                                               compute_safe_site=bool(self.publish_safe_site),
-                                               min_hazard_region_px=min_region,
-                                               upsampling=upsampling,
-                                               flip_average=flip_average)
+        try:
+            self.predictor = SegmentationPredictor(engine, hazard_classes=classes,
+                                                   compute_safe_site=bool(self.publish_safe_site),
+                                                   min_hazard_region_px=min_region,
+                                                   upsampling=upsampling,
+                                                   flip_average=flip_average,
+                                                   logit_offset=logit_offset)
+        except ValueError as exc:       # only logit_offset is not checked above
+            raise NodeConfigError(f'parameter logit_offset: {exc}') from None
         self.predictor.warmup()
         self.hazard_pub = self.create_publisher(Image, '/hazard_mask', self.output_qos)
         self.segmentation_pub = self.create_publisher(Image, '/segmentation', self.output_qos)

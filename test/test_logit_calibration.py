@@ -75,7 +75,20 @@ def test_search_finds_the_offset_that_undoes_an_overconfident_class():
     best = search.summary(search.best_index(), ['ground', 'small_rock', 'large_rock', 'sky'])
     assert best['logit_offset'] == [0.0, -1.0, 0.0, 0.0]
     assert best['iou']['small_rock'] > 0.9
-    assert search.summary(0)['iou']['1'] < 0.75         # no offset: ground called rock
+    none = search.summary(0)
+    assert none['iou']['1'] < 0.75                      # no offset: ground called rock
+    # recall / precision of the searched class: the rock pixels called rock / all called rock
+    cm = naive_confusion(scores, truth, [0.0] * 4)
+    assert none['recall'] == pytest.approx(cm[1, 1] / cm[1].sum())
+    assert none['precision'] == pytest.approx(cm[1, 1] / cm[:, 1].sum())
+    assert best['recall'] < none['recall'] and best['precision'] > none['precision']
+    # keeping the recall of no offset: the best mIoU among the candidates that do
+    keep = search.best_index(min_recall=none['recall'])
+    assert search.recall_precision(keep)[0] >= none['recall']
+    assert search.summary(keep)['miou'] == max(
+        search.summary(k)['miou'] for k in range(len(search.candidates))
+        if search.recall_precision(k)[0] >= none['recall'])
+    assert search.best_index(min_recall=1.01) is None
 
 
 def test_predictor_applies_the_manifests_offset_unless_given_one(tmp_path):
@@ -164,6 +177,14 @@ def test_calibrate_eval_and_export_through_the_cli(tmp_path, capsys):
     assert cli_main(['eval', 'segmentation', '--data', str(data), '--model', str(ref),
                      '--logit-offset', '0', '1']) == 2
     assert 'logit_offset has 2 value(s)' in capsys.readouterr().err
+    # the table, and a recall floor no offset reaches
+    assert cli_main(['calibrate', 'segmentation', '--data', str(data), '--model', str(ref),
+                     '--values', '0', '0.5']) == 0
+    text = capsys.readouterr().out
+    assert 'small_rock+large_rock recall / precision' in text and '--logit-offset' in text
+    assert cli_main(['calibrate', 'segmentation', '--data', str(data), '--model', str(ref),
+                     '--values', '0', '0.5', '--min-recall', '1.01']) == 0
+    assert 'no candidate keeps the small_rock+large_rock recall at 1.01' in capsys.readouterr().out
 
 
 def test_export_writes_the_offset_and_refuses_one_that_does_not_fit(tmp_path, capsys):

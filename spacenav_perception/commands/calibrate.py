@@ -36,6 +36,11 @@ def register(subparsers) -> None:
     s.add_argument('--values', nargs='+', type=float, default=None, metavar='V',
                    help='offsets tried for each searched class (default: -2 to 1 in steps of '
                         '0.25); the grid has len(values) ** len(classes) candidates')
+    s.add_argument('--min-recall', type=float, default=None, metavar='R',
+                   help='only offsets that keep the pixel recall of the searched classes taken '
+                        'together (for rocks: /hazard_mask\'s recall) at R or more, e.g. the '
+                        'recall printed for none, so that no hazard is traded for IoU (default: '
+                        'no limit)')
     s.add_argument('--flip-average', action=argparse.BooleanOptionalAction,
                    default=DEFAULT_FLIP_AVERAGE,
                    help='average the logits over the frame and its mirror image, as '
@@ -56,7 +61,7 @@ def run_segmentation(args) -> int:
         r = calibrate_logit_offsets(args.data, args.model, args.masks, args.device,
                                     classes=args.classes, values=args.values or DEFAULT_VALUES,
                                     flip_average=args.flip_average, limit=args.limit,
-                                    progress=not args.json)
+                                    progress=not args.json, min_recall=args.min_recall)
     except ValueError as exc:
         print(f'error: {exc}')
         return 2

@@ -95,31 +95,51 @@ class OffsetSearch:
             self.confusion[k] += np.bincount(base + pred, minlength=nn).reshape(self.n, self.n)
         self.frames += 1
 
+    def recall_precision(self, index: int) -> tuple:
+        """Pixel recall and precision of the searched classes taken together (for the hazard
+        classes: of /hazard_mask); NaN where undefined."""
+        cm = self.confusion[index]
+        group = list(self.classes)
+        hit = cm[np.ix_(group, group)].sum()
+        truth, called = cm[group, :].sum(), cm[:, group].sum()
+        return (hit / truth if truth else float('nan'), hit / called if called else float('nan'))
+
     def summary(self, index: int, class_names=()) -> dict:
         cm = self.confusion[index]
         names = list(class_names) or [str(c) for c in range(self.n)]
         iou = _iou(cm)
+        recall, precision = self.recall_precision(index)
         return {'logit_offset': list(self.candidates[index]), 'miou': _miou(cm),
-                'iou': {name: float(v) for name, v in zip(names, iou)}}
+                'iou': {name: float(v) for name, v in zip(names, iou)},
+                'recall': float(recall), 'precision': float(precision)}
 
     def index_of(self, offset) -> int:
         return self.candidates.index(tuple(float(v) for v in offset))
 
-    def best_index(self) -> int:
-        """The candidate with the highest mIoU (the first of equals: zeros come first)."""
-        scores = [_miou(cm) for cm in self.confusion]
+    def best_index(self, min_recall: float | None = None) -> int | None:
+        """The candidate with the highest mIoU (the first of equals: zeros come first); with
+        `min_recall`, among those whose recall of the searched classes (recall_precision) is at
+        least that (None when none is)."""
+        scores = []
+        for k, cm in enumerate(self.confusion):
+            ok = min_recall is None or self.recall_precision(k)[0] >= min_recall
+            scores.append(_miou(cm) if ok else np.nan)
+        if np.all(np.isnan(scores)):
+            return None
         return int(np.nanargmax(scores))
 
 
 def calibrate_logit_offsets(data_dirs, model=None, masks: str = 'clean', device: str = 'cpu',
                             classes=None, values=DEFAULT_VALUES, flip_average: bool = True,
-                            limit: int = 0, progress: bool = True) -> dict:
+                            limit: int = 0, progress: bool = True,
+                            min_recall: float | None = None) -> dict:
     """Search logit offsets on the frames of `data_dirs` (Kaggle layout) through the node's
     predictor (InferenceEngine + SegmentationPredictor with the manifest's offset replaced by
     zeros). `classes`: class ids or names to search (default: the hazard classes, small and
-    large rock).
+    large rock). `min_recall`: only candidates whose pixel recall of those classes taken
+    together is at least this (e.g. the recall with no offset, so that no hazard is traded).
     Returns {'best', 'none', 'manifest', 'n', ...}; 'best'/'none'/'manifest' as
-    OffsetSearch.summary."""
+    OffsetSearch.summary ('best' None when no candidate keeps min_recall)."""
     from pathlib import Path
     from tqdm import tqdm
     from ..core.engine import InferenceEngine
@@ -158,29 +178,36 @@ def calibrate_logit_offsets(data_dirs, model=None, masks: str = 'clean', device:
         search.add(predictor.scores(image, 'rgb8'), truth)
     if not search.frames:
         raise ValueError('no readable frame in ' + ', '.join(str(d) for d in data_dirs))
-    best = search.best_index()
+    best = search.best_index(min_recall)
     return {'n': search.frames, 'data': [str(d) for d in data_dirs], 'masks': masks,
             'model': str(model), 'engine': engine.engine, 'flip_average': bool(flip_average),
             'classes': [names[c] for c in search.classes], 'values': list(search.values),
             'candidates': len(search.candidates), 'speck_removal': False,
+            'min_recall': min_recall,
             'export_command': engine.manifest.export_command,
-            'best': search.summary(best, names),
+            'best': search.summary(best, names) if best is not None else None,
             'none': search.summary(search.index_of([0.0] * n), names),
             'manifest': search.summary(search.index_of(shipped), names) if shipped else None}
 
 
 def format_calibration(result: dict) -> str:
-    names = list(result['best']['iou'])
+    names = list(result['none']['iou'])
+    group = '+'.join(result['classes'])
     lines = [f'{result["n"]} frames, {result["candidates"]} candidate offsets over '
              f'{", ".join(result["classes"])} (speck removal off while searching)',
-             f'{"":10s} {"mIoU":>7s} ' + ' '.join(f'{n:>10s}' for n in names) + '  logit_offset']
+             f'{"":10s} {"mIoU":>7s} ' + ' '.join(f'{n:>10s}' for n in names)
+             + f'  {group} recall / precision  logit_offset']
     for label in ('none', 'manifest', 'best'):
         row = result.get(label)
         if row is None:
             continue
         lines.append(f'{label:10s} {row["miou"]:7.4f} '
                      + ' '.join(f'{row["iou"][n]:10.4f}' for n in names)
-                     + '  ' + ' '.join(f'{v:g}' for v in row['logit_offset']))
+                     + f'  {row["recall"]:.3f} / {row["precision"]:.3f}  '
+                     + ' '.join(f'{v:g}' for v in row['logit_offset']))
+    if result['best'] is None:
+        lines.append(f'no candidate keeps the {group} recall at {result["min_recall"]:g} or more')
+        return '\n'.join(lines)
     values = ' '.join(f'{v:g}' for v in result['best']['logit_offset'])
     lines.append(f'to ship the best: the model\'s export command with --logit-offset {values}'
                  + (f' ({result["export_command"]})' if result.get('export_command') else ''))

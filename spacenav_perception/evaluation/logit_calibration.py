@@ -18,18 +18,9 @@ import itertools
 
 import numpy as np
 
+from ..training.segmentation_task import scores as confusion_scores
+
 DEFAULT_VALUES = tuple(float(v) for v in np.round(np.arange(-2.0, 1.0001, 0.25), 2))
-
-
-def _iou(cm: np.ndarray) -> np.ndarray:
-    tp = np.diag(cm).astype(np.float64)
-    union = cm.sum(0) + cm.sum(1) - tp
-    return np.divide(tp, union, out=np.full(len(tp), np.nan), where=union > 0)
-
-
-def _miou(cm: np.ndarray) -> float:
-    iou = _iou(cm)
-    return float(np.nanmean(iou)) if np.isfinite(iou).any() else float('nan')
 
 
 class OffsetSearch:
@@ -105,12 +96,9 @@ class OffsetSearch:
         return (hit / truth if truth else float('nan'), hit / called if called else float('nan'))
 
     def summary(self, index: int, class_names=()) -> dict:
-        cm = self.confusion[index]
-        names = list(class_names) or [str(c) for c in range(self.n)]
-        iou = _iou(cm)
+        s = confusion_scores(self.confusion[index], list(class_names) or [str(c) for c in range(self.n)])
         recall, precision = self.recall_precision(index)
-        return {'logit_offset': list(self.candidates[index]), 'miou': _miou(cm),
-                'iou': {name: float(v) for name, v in zip(names, iou)},
+        return {'logit_offset': list(self.candidates[index]), 'miou': s['miou'], 'iou': s['iou'],
                 'recall': float(recall), 'precision': float(precision)}
 
     def index_of(self, offset) -> int:
@@ -120,13 +108,13 @@ class OffsetSearch:
         """The candidate with the highest mIoU (the first of equals: zeros come first); with
         `min_recall`, among those whose recall of the searched classes (recall_precision) is at
         least that (None when none is)."""
-        scores = []
+        mious = []
         for k, cm in enumerate(self.confusion):
             ok = min_recall is None or self.recall_precision(k)[0] >= min_recall
-            scores.append(_miou(cm) if ok else np.nan)
-        if np.all(np.isnan(scores)):
+            mious.append(confusion_scores(cm)["miou"] if ok else np.nan)
+        if np.all(np.isnan(mious)):
             return None
-        return int(np.nanargmax(scores))
+        return int(np.nanargmax(mious))
 
 
 def calibrate_logit_offsets(data_dirs, model=None, masks: str = 'clean', device: str = 'cpu',

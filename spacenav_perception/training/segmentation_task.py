@@ -172,13 +172,15 @@ def class_pixel_counts(labels: np.ndarray, n: int = NUM_CLASSES) -> np.ndarray:
     return counts
 
 
-def scores(cm: np.ndarray) -> dict:
+def scores(cm: np.ndarray, class_names=CLASS_NAMES) -> dict:
+    """mIoU (over the classes with a non-empty union), pixel accuracy and per-class IoU (NaN
+    where the union is empty) of a confusion matrix (rows truth, columns prediction)."""
     cm = cm.astype(np.float64)
     tp = np.diag(cm)
     union = cm.sum(0) + cm.sum(1) - tp
     iou = np.where(union > 0, tp / np.maximum(union, 1), np.nan)
     return {'miou': float(np.nanmean(iou)), 'pixel_accuracy': float(tp.sum() / max(cm.sum(), 1)),
-            'iou': {name: float(v) for name, v in zip(CLASS_NAMES, iou)}}
+            'iou': {name: float(v) for name, v in zip(class_names, iou)}}
 
 
 class SegmentationTask:

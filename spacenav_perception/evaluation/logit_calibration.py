@@ -96,7 +96,8 @@ class OffsetSearch:
         return (hit / truth if truth else float('nan'), hit / called if called else float('nan'))
 
     def summary(self, index: int, class_names=()) -> dict:
-        s = confusion_scores(self.confusion[index], list(class_names) or [str(c) for c in range(self.n)])
+        names = list(class_names) or [str(c) for c in range(self.n)]
+        s = confusion_scores(self.confusion[index], names)
         recall, precision = self.recall_precision(index)
         return {'logit_offset': list(self.candidates[index]), 'miou': s['miou'], 'iou': s['iou'],
                 'recall': float(recall), 'precision': float(precision)}
@@ -111,7 +112,7 @@ class OffsetSearch:
         mious = []
         for k, cm in enumerate(self.confusion):
             ok = min_recall is None or self.recall_precision(k)[0] >= min_recall
-            mious.append(confusion_scores(cm)["miou"] if ok else np.nan)
+            mious.append(confusion_scores(cm)['miou'] if ok else np.nan)
         if np.all(np.isnan(mious)):
             return None
         return int(np.nanargmax(mious))

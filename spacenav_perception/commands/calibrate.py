@@ -44,7 +44,8 @@ def register(subparsers) -> None:
     s.add_argument('--flip-average', action=argparse.BooleanOptionalAction,
                    default=DEFAULT_FLIP_AVERAGE,
                    help='average the logits over the frame and its mirror image, as '
-                        f'hazard_node\'s flip_average (default: {"on" if DEFAULT_FLIP_AVERAGE else "off"})')
+                        'hazard_node\'s flip_average (default: '
+                        f'{"on" if DEFAULT_FLIP_AVERAGE else "off"})')
     s.add_argument('--device', choices=('auto', 'cpu', 'cuda'), default='cpu',
                    help='inference device (auto: CUDA when available)')
     s.add_argument('--limit', type=int, default=0, help='first N frames only (0: all)')

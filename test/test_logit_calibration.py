@@ -215,4 +215,5 @@ def test_cli_names_an_unusable_model_or_dataset_without_a_traceback(tmp_path, ca
     assert 'spacenav eval: error: model' in err and 'does not exist' in err
     assert 'Traceback' not in err
     assert cli_main(['calibrate', 'segmentation', '--data', str(tmp_path / 'nothing')]) == 2
-    assert 'no render/clean pairs' in capsys.readouterr().out
+    err = capsys.readouterr().err
+    assert 'spacenav calibrate: error:' in err and 'no render/clean pairs' in err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from spacenav_perception.commands import HelpFormatter
 from spacenav_perception.core.class_map import DEFAULT_FLIP_AVERAGE
@@ -63,8 +64,8 @@ def run_segmentation(args) -> int:
                                     classes=args.classes, values=args.values or DEFAULT_VALUES,
                                     flip_average=args.flip_average, limit=args.limit,
                                     progress=not args.json, min_recall=args.min_recall)
-    except ValueError as exc:
-        print(f'error: {exc}')
+    except ValueError as exc:      # also a dataset without frames (UnusableDataset)
+        print(f'spacenav calibrate: error: {exc}', file=sys.stderr)
         return 2
     print(json.dumps(r) if args.json else format_calibration(r))
     return 0

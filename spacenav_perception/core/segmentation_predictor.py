@@ -45,6 +45,7 @@ from .class_map import (DEFAULT_FLIP_AVERAGE, DEFAULT_UPSAMPLING, BilinearArgmax
                         check_upsampling)
 from .engine import InferenceEngine
 from .hazard_specks import DEFAULT_MIN_HAZARD_REGION_PX, remove_specks
+from .manifest import logit_offset_problem
 from .preprocess import Preprocessor
 from .safe_site import SafeSiteFinder, scale_site
 
@@ -106,17 +107,15 @@ class SegmentationPredictor:
 
     @staticmethod
     def _check_offset(offset, manifest) -> tuple:
+        """The manifest's rule for a logit_offset (core/manifest.logit_offset_problem)."""
         try:
             values = tuple(float(v) for v in offset)
         except (TypeError, ValueError):
             raise ValueError(f'logit_offset {offset!r} must be a list of numbers, one per '
                              'class') from None
-        if not all(np.isfinite(values)):
-            raise ValueError(f'logit_offset {list(values)} must hold finite numbers')
-        n = len(manifest.class_names)
-        if values and n and len(values) != n:
-            raise ValueError(f'logit_offset has {len(values)} value(s); the model has {n} '
-                             f'classes ({", ".join(manifest.class_names)})')
+        problem = logit_offset_problem(list(values), manifest.task, len(manifest.class_names))
+        if problem:
+            raise ValueError(problem)
         return values
 
     def warmup(self, runs: int = 3) -> None:

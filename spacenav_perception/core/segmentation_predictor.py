@@ -91,8 +91,11 @@ class SegmentationPredictor:
         self.flip_average = bool(flip_average)
         self.logit_offset = self._check_offset(
             manifest.logit_offset if logit_offset is None else logit_offset, manifest)
+        # _logits sums the passes (the argmax of the sum is that of the mean), so the offset,
+        # defined on the mean, is added once per pass: no per-frame division
+        self._passes = 2 if self.flip_average else 1
         self._offset = (torch.tensor(self.logit_offset, dtype=torch.float32,
-                                     device=engine.device).view(1, -1, 1, 1)
+                                     device=engine.device).view(1, -1, 1, 1) * self._passes
                         if any(self.logit_offset) else None)
         self.preprocess = Preprocessor(manifest, engine.device)
         self._hazard_lut = np.zeros(256, np.uint8)
@@ -159,15 +162,17 @@ class SegmentationPredictor:
         the logit offset) bilinearly upsampled there, whose argmax is the 'bilinear' class map
         before speck removal (what spacenav calibrate segmentation searches over)."""
         height, width = image.shape[:2]
-        logits = self._logits(self.preprocess(image, encoding))[0].detach().float().cpu().numpy()
+        logits = (self._logits(self.preprocess(image, encoding))[0] / self._passes
+                  ).detach().float().cpu().numpy()
         if tuple(logits.shape[1:]) == (height, width):
             return np.array(logits, dtype=np.float32)
         return np.stack([cv2.resize(np.ascontiguousarray(p), (width, height),
                                     interpolation=cv2.INTER_LINEAR) for p in logits])
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        """(1, C, h, w) logits of the preprocessed frame; with flip_average, the mean with
-        those of the frame mirrored left-right, mirrored back; plus the logit offset."""
+        """(1, C, h, w) logits of the preprocessed frame, plus the logit offset; with
+        flip_average, the sum with those of the frame mirrored left-right, mirrored back (and
+        twice the offset): the argmax of the mean."""
         logits = self._run(x)
         if self.flip_average:
             mirrored = self._run(torch.flip(x, dims=(3,)))
@@ -175,7 +180,7 @@ class SegmentationPredictor:
                 raise RuntimeError(f'{self.engine.model_path} returned {tuple(mirrored.shape)} '
                                    f'for the mirrored frame and {tuple(logits.shape)} for the '
                                    'frame')
-            logits = (logits + torch.flip(mirrored, dims=(3,))) * 0.5
+            logits = logits + torch.flip(mirrored, dims=(3,))
         if self._offset is not None:
             if logits.shape[1] != self._offset.shape[1]:
                 raise RuntimeError(f'{self.engine.model_path} returned {logits.shape[1]} class '

@@ -153,3 +153,31 @@ def test_no_target_publishes_nothing(graph):
     # A later good frame is answered, and no answer ever carried the black frame's stamp.
     send(image_pub, recorders['centroid'], *blob_image('mono8', seed=5)[:1], 'mono8')
     assert not [m for m in recorders['centroid'].messages if m.header.stamp.sec == 999_999]
+
+
+def test_mono16_bits_reach_the_predictor_and_the_debug_image(graph):
+    """mono16_bits=12: samples above 4095 are clipped before the model (the reference model's
+    weighted centroid moves accordingly) and the debug image is drawn on the 12-bit scale."""
+    from spacenav_perception.nodes.centroid_node import CentroidNode
+    node16 = graph[0]
+    blob, _ = blob_image('mono16', seed=21)
+    samples = (blob >> 4).astype(np.uint16)                          # a 12-bit camera
+    samples[5:9, 50:60] = 40000                                      # over range: clipped
+    weights = np.minimum(samples, 4095) / 4095.0
+    node12 = CentroidNode(parameter_overrides=[
+        Parameter('model_path', value=str(node16.predictor.engine.model_path)),
+        Parameter('mono16_bits', value=12), Parameter('publish_debug', value=True),
+        Parameter('image_topic', value='/cam12'), Parameter('qos_reliability', value='reliable')])
+    probe = make_node()
+    answers = TopicRecorder(probe, PointStamped, '/centroid')
+    debug = TopicRecorder(probe, Image, '/centroid/debug')
+    pub = probe.create_publisher(Image, '/cam12', reliable_qos())
+    with ros_graph(node12, probe):
+        msg, answer = send(pub, answers, samples, 'mono16')
+        expected_x, expected_y = weighted_centroid(weights)
+        assert abs(answer.point.x - expected_x) < TOLERANCE_PX
+        assert abs(answer.point.y - expected_y) < TOLERANCE_PX
+        drawn = debug.wait(where=lambda m: m.header.stamp == msg.header.stamp)[0]
+        rgb = np.frombuffer(drawn.data, np.uint8).reshape(HEIGHT, WIDTH, 3)
+        assert tuple(rgb[6, 55]) == (255, 255, 255)                  # clipped to full scale
+        assert node12.health.counters()['input_warnings'] == {'mono16_over_range': 1}

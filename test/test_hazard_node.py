@@ -6,11 +6,13 @@ dominant colour (ground when all channels < 0.25), so every output is known exac
 import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PointStamped
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 
-from ros_helpers import TopicRecorder, init_rclpy, make_node, publish_until, reliable_qos, ros_graph
+from ros_helpers import (TopicRecorder, init_rclpy, make_node, publish_until, reliable_qos,
+                         ros_graph, wait_for)
 from spacenav_perception.nets.reference import expected_classes, export_reference_model
 from spacenav_perception.nodes.image_msgs import image_from_array
 
@@ -171,3 +173,53 @@ def test_no_safe_site_when_all_hazard(graph):
     publish_until(pub, image_from_array(scene(), 'rgb8', stamp=later),
                   lambda: [m for m in recorders['/safe_site'].messages if m.header.stamp == later])
     assert not [m for m in recorders['/safe_site'].messages if m.header.stamp == stamp]
+
+
+def test_mono16_bits_scales_unshifted_samples_and_counts_over_range(graph):
+    """mono16_bits=12: a 12-bit camera's unshifted samples (0..4095) span the model's input
+    range; at the default 16 bits the same frame is nearly black (all ground for the
+    reference segmenter's 0.25 threshold). Samples above 4095 are clipped and counted."""
+    from spacenav_perception.nodes.hazard_node import HazardNode
+    from spacenav_perception.nodes.params import NodeConfigError
+    node16, pub16, recorders16 = graph
+    frame = np.full((HEIGHT, WIDTH), 400, np.uint16)              # 0.098 of 12 bits: ground
+    frame[:, :WIDTH // 2] = 3000                                   # 0.73 of 12 bits: rock
+    expected = np.zeros((HEIGHT, WIDTH), np.uint8)
+    expected[:, :WIDTH // 2] = 255
+    model = Parameter('model_path', value=str(node16.predictor.engine.model_path))
+    node12 = HazardNode(parameter_overrides=[
+        model, Parameter('mono16_bits', value=12), Parameter('image_topic', value='/cam12'),
+        Parameter('qos_reliability', value='reliable'), Parameter('qos_depth', value=5)])
+    probe = make_node()
+    recorder = TopicRecorder(probe, Image, '/hazard_mask')
+    diagnostics = TopicRecorder(probe, DiagnosticArray, '/diagnostics')
+    pub12 = probe.create_publisher(Image, '/cam12', reliable_qos())
+    with ros_graph(node12, probe):
+        for sec, values in ((701, frame), (702, np.where(frame == 3000, 5000, 400))):
+            stamp = Time(sec=sec)
+            msg = image_from_array(values.astype(np.uint16), 'mono16', stamp=stamp)
+            got = publish_until(pub12, msg, lambda: [m for m in recorder.messages
+                                                     if m.header.stamp == stamp])
+            assert np.array_equal(as_array(got[0]), expected)
+        assert node12.health.counters()['input_warnings'] == {'mono16_over_range': 1}
+
+        def cam12_status():    # /diagnostics of this node: the one watching /cam12
+            return [(st.level, st.message, {kv.key: kv.value for kv in st.values})
+                    for a in diagnostics.messages for st in a.status
+                    if any(kv.key == 'topic' and kv.value == '/cam12' for kv in st.values)]
+        level, message, values = wait_for(
+            lambda: next((s for s in cam12_status()
+                          if s[2].get('input_warning.mono16_over_range') == '1'), None),
+            what='/diagnostics counting the clipped frame')
+        assert level == DiagnosticStatus.WARN and '1 with input warnings' in message
+    # The 16-bit node (the default) reads the same samples as 16-bit values: no hazard.
+    stamp = Time(sec=703)
+    got = publish_until(pub16, image_from_array(frame, 'mono16', stamp=stamp),
+                        lambda: [m for m in recorders16['/hazard_mask'].messages
+                                 if m.header.stamp == stamp])
+    assert not as_array(got[0]).any()
+    assert node16.health.counters()['input_warnings'] == {}
+    for bad in (7, 17):
+        with pytest.raises(NodeConfigError, match='mono16_bits'):
+            HazardNode(parameter_overrides=[model, Parameter('mono16_bits', value=bad),
+                                            Parameter('image_topic', value='/unused_image')])

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from spacenav_perception.core.image_codec import (
     SUPPORTED_ENCODINGS, ImageRejected, array_to_image_fields, byte_array, bytes_per_pixel,
-    image_to_array, to_mono_float, to_mono_u8, to_rgb_float, to_rgb_u8)
+    full_scale, image_to_array, over_range, to_mono_float, to_mono_u8, to_rgb_float, to_rgb_u8)
 
 RNG = np.random.default_rng(7)
 
@@ -177,3 +177,23 @@ def test_every_frame_converts_or_is_rejected(encoding, height, width, pad, big, 
     again = image_to_array(encoding, fields['height'], fields['width'], fields['step'], 0,
                            fields['data'])
     np.testing.assert_array_equal(again, arr)
+
+
+def test_mono16_significant_bits():
+    """A 12-bit camera's unshifted samples: full scale 4095, larger samples clipped (and
+    reported by over_range); 16 bits (the default) is the whole range."""
+    assert full_scale('mono16') == 65535.0 and full_scale('mono16', 12) == 4095.0
+    assert full_scale('mono8', 12) == 255.0               # only mono16 has a bit depth
+    twelve = np.array([[0, 2048, 4095, 4096, 65535]], '>u2')
+    np.testing.assert_allclose(to_mono_float(twelve, 'mono16', 12),
+                               [[0, 2048 / 4095, 1, 1, 1]], rtol=1e-6)
+    np.testing.assert_array_equal(to_mono_u8(twelve, 'mono16', 12), [[0, 128, 255, 255, 255]])
+    np.testing.assert_array_equal(to_rgb_u8(twelve, 'mono16', 12)[0, :, 1], [0, 128, 255, 255, 255])
+    np.testing.assert_array_equal(to_mono_u8(twelve, 'mono16'), [[0, 8, 15, 16, 255]])
+    assert over_range(twelve, 'mono16', 12) and not over_range(twelve[:, :3], 'mono16', 12)
+    assert not over_range(twelve, 'mono16') and not over_range(twelve, 'mono8', 12)
+    eight = np.array([[0, 255, 256]], np.uint16)
+    np.testing.assert_array_equal(to_mono_u8(eight, 'mono16', 8), [[0, 255, 255]])
+    for bad in (7, 17, 12.0, True, '12'):
+        with pytest.raises(ValueError, match='significant bits'):
+            full_scale('mono16', bad)

@@ -285,6 +285,20 @@ def test_preprocess_resizes_with_area():
     torch.testing.assert_close(out[0, 0], torch.from_numpy(expected).float())
 
 
+def test_preprocess_mono16_bits_scales_and_clips():
+    """mono16_bits=12: samples above 4095 clipped, area-resized, / 4095."""
+    manifest = ModelManifest(name='t', task='centroid', arch='t', output='xy_norm_logit',
+                             input=InputSpec(height=4, width=4, channels=1))
+    image = RNG.integers(0, 4096 + 300, (16, 16), dtype=np.uint16)
+    out = Preprocessor(manifest, 'cpu', mono16_bits=12)(image, 'mono16').clone()
+    expected = cv2.resize(np.minimum(image, 4095), (4, 4), interpolation=cv2.INTER_AREA) / 4095
+    torch.testing.assert_close(out[0, 0], torch.from_numpy(expected).float())
+    unclipped = Preprocessor(manifest, 'cpu')(image, 'mono16')          # 16 bits: / 65535
+    assert float(unclipped.max()) < 0.07
+    with pytest.raises(ValueError, match='significant bits'):
+        Preprocessor(manifest, 'cpu', mono16_bits=20)
+
+
 # ---------------------------------------------------------------- safe site
 def brute_force_disc(classes, hazard_classes, ground=0):
     safe = (classes == ground) & ~np.isin(classes, hazard_classes)

@@ -34,7 +34,9 @@ def sigmoid(logit: float) -> float:
 
 
 class CentroidPredictor:
-    def __init__(self, engine: InferenceEngine, min_confidence: float = 0.5):
+    def __init__(self, engine: InferenceEngine, min_confidence: float = 0.5,
+                 mono16_bits: int = 16):
+        """`mono16_bits`: significant bits of mono16 frames (core/image_codec.full_scale)."""
         manifest = engine.manifest
         if manifest.task != 'centroid':
             raise ValueError(f'{engine.model_path} is a {manifest.task!r} model, not a centroid '
@@ -42,7 +44,7 @@ class CentroidPredictor:
         self.engine = engine
         self.min_confidence = float(min_confidence)
         self.output = manifest.output
-        self.preprocess = Preprocessor(manifest, engine.device)
+        self.preprocess = Preprocessor(manifest, engine.device, mono16_bits)
         self._needed = 3 if self.output == 'xy_norm_logit' else 2
         self._in_width, self._in_height = manifest.input.width, manifest.input.height
 

@@ -24,6 +24,12 @@ already is). rclpy's Image.data setter is fastest with an array.array('B'): use
 Conversions: `to_mono_float` / `to_rgb_float` give float32 in [0, 1] (mono16 / 65535, 32FC1
 clipped, colour -> BT.601 luminance, alpha dropped); `to_mono_u8` / `to_rgb_u8` are the cheap
 8-bit paths (views or one cv2 call for 8-bit sources).
+
+mono16 full scale: sensor_msgs defines mono16 over the whole 0..65535 range, but many drivers of
+10-, 12- and 14-bit cameras publish the sensor's samples unshifted (0..4095 for 12 bits).
+`mono16_bits` (default 16) names how many low bits carry the data: full scale 2**bits - 1
+(`full_scale`); samples above it are clipped to it by the conversions (callers that must not
+hide that check `over_range` first).
 """
 from __future__ import annotations
 
@@ -48,6 +54,7 @@ _LAYOUT = {
 FULL_SCALE = {'mono8': 255.0, 'mono16': 65535.0, 'rgb8': 255.0, 'bgr8': 255.0,
               'rgba8': 255.0, 'bgra8': 255.0, '32FC1': 1.0}
 MONO_ENCODINGS = ('mono8', 'mono16', '32FC1')
+MONO16_BITS_RANGE = (8, 16)     # significant bits a mono16 image may declare
 EIGHT_BIT_ENCODINGS = ('mono8', 'rgb8', 'bgr8', 'rgba8', 'bgra8')
 # BT.601 luma weights (the ones cv2.cvtColor uses), in R, G, B order.
 LUMA_RGB = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -201,13 +208,44 @@ def byte_array(data) -> _array.array:
     return out
 
 
-def to_mono_u8(array: np.ndarray, encoding: str) -> np.ndarray:
-    """(H, W) uint8. A view for mono8; one cv2 call for 8-bit colour; scaled for mono16/32FC1."""
+def check_mono16_bits(bits) -> int:
+    """`bits` as an int if it is a valid mono16 significant-bit count, else ValueError."""
+    lo, hi = MONO16_BITS_RANGE
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not lo <= bits <= hi:
+        raise ValueError(f'mono16 significant bits must be an integer in {lo}..{hi}, not {bits!r}')
+    return int(bits)
+
+
+def full_scale(encoding: str, mono16_bits: int = 16) -> float:
+    """The sample value that maps to 1.0: FULL_SCALE, or 2**mono16_bits - 1 for mono16."""
+    if encoding == 'mono16':
+        return float((1 << check_mono16_bits(mono16_bits)) - 1)
+    return FULL_SCALE[encoding]
+
+
+def over_range(array: np.ndarray, encoding: str, mono16_bits: int = 16) -> bool:
+    """True when a mono16 frame holds samples above 2**mono16_bits - 1 (never for 16 bits
+    or other encodings): the camera's bit depth is not what was declared."""
+    if encoding != 'mono16' or check_mono16_bits(mono16_bits) == 16 or array.size == 0:
+        return False
+    return int(array.max()) > (1 << mono16_bits) - 1
+
+
+def _mono16_u8(array: np.ndarray, bits: int) -> np.ndarray:
+    native = _native(array, np.uint16)
+    if bits == 16:
+        return (native >> 8).astype(np.uint8)
+    return np.minimum(native >> (bits - 8), 255).astype(np.uint8)
+
+
+def to_mono_u8(array: np.ndarray, encoding: str, mono16_bits: int = 16) -> np.ndarray:
+    """(H, W) uint8. A view for mono8; one cv2 call for 8-bit colour; scaled for mono16/32FC1
+    (mono16: its top 8 of `mono16_bits` significant bits, clipped)."""
     _check_shape(array, encoding)
     if encoding == 'mono8':
         return array
     if encoding == 'mono16':
-        return (_native(array, np.uint16) >> 8).astype(np.uint8)
+        return _mono16_u8(array, check_mono16_bits(mono16_bits))
     if encoding == '32FC1':
         f = np.clip(_native(array, np.float32), 0.0, 1.0)
         return np.rint(f * 255.0).astype(np.uint8)
@@ -216,36 +254,38 @@ def to_mono_u8(array: np.ndarray, encoding: str) -> np.ndarray:
     return cv2.cvtColor(array, code)
 
 
-def to_rgb_u8(array: np.ndarray, encoding: str) -> np.ndarray:
+def to_rgb_u8(array: np.ndarray, encoding: str, mono16_bits: int = 16) -> np.ndarray:
     """(H, W, 3) uint8 RGB. A view for rgb8; one cv2 call otherwise (mono replicated)."""
     _check_shape(array, encoding)
     if encoding == 'rgb8':
         return array
     if encoding in ('mono16', '32FC1'):
-        return cv2.cvtColor(to_mono_u8(array, encoding), cv2.COLOR_GRAY2RGB)
+        return cv2.cvtColor(to_mono_u8(array, encoding, mono16_bits), cv2.COLOR_GRAY2RGB)
     code = {'mono8': cv2.COLOR_GRAY2RGB, 'bgr8': cv2.COLOR_BGR2RGB,
             'rgba8': cv2.COLOR_RGBA2RGB, 'bgra8': cv2.COLOR_BGRA2RGB}[encoding]
     return cv2.cvtColor(array, code)
 
 
-def to_mono_float(array: np.ndarray, encoding: str) -> np.ndarray:
-    """(H, W) float32 in [0, 1]: mono8 / 255, mono16 / 65535, 32FC1 clipped, colour -> luma."""
+def to_mono_float(array: np.ndarray, encoding: str, mono16_bits: int = 16) -> np.ndarray:
+    """(H, W) float32 in [0, 1]: mono8 / 255, mono16 / (2**mono16_bits - 1) (clipped), 32FC1
+    clipped, colour -> luma."""
     _check_shape(array, encoding)
     if encoding in MONO_ENCODINGS:
         f = _native(array, np.float32)
         if encoding == '32FC1':
             return np.clip(f, 0.0, 1.0)
-        return f * np.float32(1.0 / FULL_SCALE[encoding])
+        scaled = f * np.float32(1.0 / full_scale(encoding, mono16_bits))
+        return np.minimum(scaled, 1.0) if encoding == 'mono16' and mono16_bits != 16 else scaled
     rgb = array[..., [2, 1, 0]] if encoding.startswith('bgr') else array[..., :3]
     weights = LUMA_RGB / np.float32(255.0)
     return np.clip(rgb.astype(np.float32) @ weights, 0.0, 1.0).astype(np.float32)
 
 
-def to_rgb_float(array: np.ndarray, encoding: str) -> np.ndarray:
+def to_rgb_float(array: np.ndarray, encoding: str, mono16_bits: int = 16) -> np.ndarray:
     """(H, W, 3) float32 in [0, 1], RGB order: mono replicated, BGR swapped, alpha dropped."""
     _check_shape(array, encoding)
     if encoding in MONO_ENCODINGS:
-        mono = to_mono_float(array, encoding)
+        mono = to_mono_float(array, encoding, mono16_bits)
         return np.repeat(mono[:, :, None], 3, axis=2)
     rgb = array[..., [2, 1, 0]] if encoding.startswith('bgr') else array[..., :3]
     return rgb.astype(np.float32) * np.float32(1.0 / 255.0)

@@ -8,7 +8,9 @@ cheapest resize), then one fused scale-and-shift into a float32 buffer that was 
 
 Resize: manifest input.resize 'area' -> cv2.INTER_AREA, 'bilinear' -> INTER_LINEAR, 'nearest'
 -> INTER_NEAREST_EXACT; all keep the project's pixel-centre convention (x -> (x + 0.5) s - 0.5).
-32FC1 is clipped to [0, 1] first (like image_codec.to_mono_float). Colour -> mono uses BT.601
+32FC1 is clipped to [0, 1] first (like image_codec.to_mono_float); mono16 is scaled by
+1 / (2**mono16_bits - 1) (default 16 bits: 1 / 65535), samples above that full scale clipped
+(image_codec.full_scale). Colour -> mono uses BT.601
 luma (cv2). Mono -> RGB replicates the channel (after the resize: a third of the work). A
 3-channel model whose manifest says input.color 'luma' gets colour frames the same way (luma,
 replicated): a colour cast of the camera or renderer then cannot change what it sees.
@@ -24,7 +26,7 @@ import cv2
 import numpy as np
 import torch
 
-from .image_codec import FULL_SCALE, MONO_ENCODINGS, channels_of
+from .image_codec import FULL_SCALE, MONO_ENCODINGS, channels_of, full_scale
 from .manifest import ModelManifest
 
 INTERPOLATION = {'area': cv2.INTER_AREA, 'bilinear': cv2.INTER_LINEAR,
@@ -38,8 +40,9 @@ _NATIVE = {'mono8': np.uint8, 'mono16': np.uint16, '32FC1': np.float32}
 class Preprocessor:
     """Callable: (image array, encoding) -> (1, C, H, W) float32 tensor on `device`."""
 
-    def __init__(self, manifest: ModelManifest, device='cpu'):
+    def __init__(self, manifest: ModelManifest, device='cpu', mono16_bits: int = 16):
         spec = manifest.input
+        self.mono16_full = full_scale('mono16', mono16_bits)   # ValueError for a bad count
         self.height, self.width, self.channels = spec.height, spec.width, spec.channels
         self.luma = self.channels == 1 or spec.color == 'luma'
         self.interpolation = INTERPOLATION[spec.resize]
@@ -74,6 +77,9 @@ class Preprocessor:
             src = image if image.dtype == _NATIVE[encoding] else image.astype(_NATIVE[encoding])
             if encoding == '32FC1':
                 src = np.clip(src, 0.0, 1.0)
+            elif encoding == 'mono16' and self.mono16_full < 65535.0:
+                src = np.minimum(src, np.uint16(self.mono16_full))
+                return src, self.mono16_full
             return src, FULL_SCALE[encoding]
         if self.luma:
             return cv2.cvtColor(image, _TO_GRAY[encoding]), 255.0

@@ -73,9 +73,10 @@ class SegmentationPredictor:
                  ground_class: int = 0,
                  min_hazard_region_px: float = DEFAULT_MIN_HAZARD_REGION_PX,
                  upsampling: str = DEFAULT_UPSAMPLING, flip_average: bool = DEFAULT_FLIP_AVERAGE,
-                 logit_offset=None):
+                 logit_offset=None, mono16_bits: int = 16):
         """`logit_offset`: None = the manifest's (none when it lists none); a sequence of one
-        finite number per class replaces it (zeros: the network's own argmax)."""
+        finite number per class replaces it (zeros: the network's own argmax).  `mono16_bits`:
+        significant bits of mono16 frames (core/image_codec.full_scale)."""
         manifest = engine.manifest
         if manifest.task != 'segmentation':
             raise ValueError(f'{engine.model_path} is a {manifest.task!r} model, not a '
@@ -97,7 +98,7 @@ class SegmentationPredictor:
         self._offset = (torch.tensor(self.logit_offset, dtype=torch.float32,
                                      device=engine.device).view(1, -1, 1, 1) * self._passes
                         if any(self.logit_offset) else None)
-        self.preprocess = Preprocessor(manifest, engine.device)
+        self.preprocess = Preprocessor(manifest, engine.device, mono16_bits)
         self._hazard_lut = np.zeros(256, np.uint8)
         for c in self.hazard_classes:
             if not 0 <= c < 256:

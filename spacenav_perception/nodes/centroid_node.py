@@ -48,7 +48,8 @@ class CentroidNode(ImageNode):
         if not 0.0 <= float(min_confidence) <= 1.0:
             raise NodeConfigError(f'parameter min_confidence={min_confidence} must be in [0, 1]')
         engine = self.load_model('centroid', 'centroid')
-        self.predictor = CentroidPredictor(engine, min_confidence=float(min_confidence))
+        self.predictor = CentroidPredictor(engine, min_confidence=float(min_confidence),
+                                           mono16_bits=self.mono16_bits)
         self.predictor.warmup()
         self.centroid_pub = self.create_publisher(PointStamped, '/centroid', 10)
         self.bearing_pub = self.create_publisher(Vector3Stamped, '/centroid/bearing', 10)
@@ -97,14 +98,14 @@ class CentroidNode(ImageNode):
             vec.vector.x, vec.vector.y, vec.vector.z = (float(v) for v in los)
             self.bearing_pub.publish(vec)
         if self.debug_pub is not None and self.debug_pub.get_subscription_count() > 0:
-            self.debug_pub.publish(make_image(msg.header, draw_estimate(image, encoding, result),
-                                              'rgb8'))
+            drawn = draw_estimate(image, encoding, result, self.mono16_bits)
+            self.debug_pub.publish(make_image(msg.header, drawn, 'rgb8'))
         return True
 
 
-def draw_estimate(image: np.ndarray, encoding: str, result) -> np.ndarray:
+def draw_estimate(image: np.ndarray, encoding: str, result, mono16_bits: int = 16) -> np.ndarray:
     """rgb8 copy of `image` with a cross and a circle at the estimate (sub-pixel)."""
-    rgb = to_rgb_u8(image, encoding)
+    rgb = to_rgb_u8(image, encoding, mono16_bits)
     if rgb is image or np.may_share_memory(rgb, image) or not rgb.flags.writeable:
         rgb = rgb.copy()
     height, width = rgb.shape[:2]

@@ -88,7 +88,8 @@ class HazardNode(ImageNode):
                                                    min_hazard_region_px=min_region,
                                                    upsampling=upsampling,
                                                    flip_average=flip_average,
-                                                   logit_offset=logit_offset)
+                                                   logit_offset=logit_offset,
+                                                   mono16_bits=self.mono16_bits)
         except ValueError as exc:       # only logit_offset is not checked above
             raise NodeConfigError(f'parameter logit_offset: {exc}') from None
         self.predictor.warmup()

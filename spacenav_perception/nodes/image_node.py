@@ -13,8 +13,9 @@ Per frame: the subscription callback counts the frame and hands it to the Latest
 (frame_worker.py); the worker thread decodes it with core.image_codec (a numpy view on the
 message buffer, no copy), calls process_frame and counts the outcome in NodeHealth:
 ImageRejected -> rejected[reason] + throttled warning; any other exception -> errors +
-throttled warning (the node carries on). Parameters are read once, here and in the subclass
-constructors, never per frame.
+throttled warning (the node carries on). A mono16 frame with samples above the declared
+`mono16_bits` is processed (clipped) and counted as input_warnings['mono16_over_range'].
+Parameters are read once, here and in the subclass constructors, never per frame.
 
 Keyword arguments are passed on to rclpy.node.Node (parameter_overrides, cli_args, context,
 ...), which is how `spacenav run` starts nodes in one process.
@@ -24,7 +25,7 @@ import time
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 
-from spacenav_perception.core.image_codec import ImageRejected
+from spacenav_perception.core.image_codec import ImageRejected, check_mono16_bits, over_range
 
 from .frame_worker import LatestFrameWorker
 from .image_msgs import image_to_array
@@ -49,6 +50,16 @@ class ImageNode(Node):
                                   '(too_large) before their data is touched')
         if self.max_pixels < 1:
             raise NodeConfigError(f'parameter max_pixels={self.max_pixels} must be >= 1')
+        self.mono16_bits = declare(self, 'mono16_bits', 16,
+                                   'Significant (low) bits of mono16 images: samples are scaled '
+                                   'by 1 / (2^bits - 1). 16 = the whole range, as sensor_msgs '
+                                   'defines mono16; 10, 12 or 14 for a driver that publishes a '
+                                   '10/12/14-bit sensor\'s samples unshifted. Larger samples are '
+                                   'clipped and counted (input_warning.mono16_over_range)')
+        try:
+            check_mono16_bits(self.mono16_bits)
+        except ValueError as exc:
+            raise NodeConfigError(f'parameter mono16_bits: {exc}') from None
         self.image_qos = declare_image_qos(self)
         self.output_qos = output_qos(self.image_qos.depth)   # for output images
         self.health = NodeHealth(self, topic=self.resolve_topic_name(self.image_topic), task=task)
@@ -130,6 +141,11 @@ class ImageNode(Node):
         health = self.health
         try:
             image = image_to_array(msg, self.max_pixels)
+            if self.mono16_bits != 16 and over_range(image, msg.encoding, self.mono16_bits):
+                health.count_input_warning(
+                    'mono16_over_range', f'mono16 samples up to {int(image.max())} exceed '
+                    f'2^{self.mono16_bits} - 1 (parameter mono16_bits={self.mono16_bits}); '
+                    'clipped: is the camera\'s bit depth what mono16_bits says?')
             answered = self.process_frame(msg, image)
         except ImageRejected as exc:
             health.count_rejected(exc.reason, exc.message)

@@ -9,13 +9,17 @@ Counters (cumulative since start-up, all published on /diagnostics):
     errors      frames whose processing raised (e.g. CUDA out of memory); the node carries on
 Every received frame ends in exactly one of answered / no_target / dropped / rejected / errors
 (or is still being processed).
+    input_warnings  frames processed in spite of a problem with the input, per kind (e.g.
+                'mono16_over_range': samples above the declared mono16_bits, clipped); such a
+                frame is also answered or no_target
 
 Diagnostic level of a period (the time since the previous /diagnostics message):
     ERROR  a frame failed with an error and no frame has been processed successfully since
-    WARN   frames were rejected, dropped or failed in the period
+    WARN   frames were rejected, dropped, failed or had input warnings in the period
     OK     otherwise (message 'waiting for images on TOPIC' until the first frame)
 
-Warnings in the log are throttled: one per problem (rejection reason, 'dropped', 'error') per
+Warnings in the log are throttled: one per problem (rejection reason, input warning kind,
+'dropped', 'error') per
 `warn_period` seconds, naming the problem and the topic, with the running count.
 """
 import threading
@@ -45,6 +49,7 @@ class NodeHealth:
         self.dropped = 0
         self.errors = 0
         self.rejected = {}             # reason -> count
+        self.input_warnings = {}       # kind -> count
         self.last_error = ''
         self._failing = False          # an error and no success since
         self._latency = LatencyWindow(latency_window)
@@ -86,6 +91,13 @@ class NodeHealth:
         self._warn(reason, f'frame on {self.topic} rejected ({reason}): {message} '
                    f'[{count} rejected for this reason so far]')
 
+    def count_input_warning(self, kind: str, message: str) -> None:
+        """A frame that is processed in spite of a problem with it (`kind`: a diagnostics key)."""
+        with self._lock:
+            count = self.input_warnings.get(kind, 0) + 1
+            self.input_warnings[kind] = count
+        self._warn(kind, f'frame on {self.topic}: {message} [{count} such frame(s) so far]')
+
     def count_error(self, exc: BaseException) -> None:
         text = f'{type(exc).__name__}: {exc}'.splitlines()[0]
         with self._lock:
@@ -107,7 +119,8 @@ class NodeHealth:
         return self._latency.percentile(50), self._latency.percentile(95)
 
     def _problem_counts(self):
-        return (self.errors, self.dropped, sum(self.rejected.values()))
+        return (self.errors, self.dropped, sum(self.rejected.values()),
+                sum(self.input_warnings.values()))
 
     def status(self) -> DiagnosticStatus:
         """The DiagnosticStatus for the period since the previous call."""
@@ -116,16 +129,18 @@ class NodeHealth:
             failing, last_error = self._failing, self.last_error
             snapshot = self._counters()
         p50, p95 = self.latency_ms()
-        new_errors, new_dropped, new_rejected = (a - b for a, b in zip(counts, self._previous))
+        new_errors, new_dropped, new_rejected, new_warned = (
+            a - b for a, b in zip(counts, self._previous))
         self._previous = counts
         if failing:
             level = ERROR
             message = f'processing fails, nothing answered since: {last_error}'
-        elif new_errors or new_dropped or new_rejected:
+        elif new_errors or new_dropped or new_rejected or new_warned:
             level = WARN
             parts = [f'{n} {what}' for n, what in ((new_rejected, 'rejected'),
                                                    (new_dropped, 'dropped'),
-                                                   (new_errors, 'errors')) if n]
+                                                   (new_errors, 'errors'),
+                                                   (new_warned, 'with input warnings')) if n]
             message = ', '.join(parts) + ' in the last period'
         elif snapshot['received'] == 0:
             level, message = OK, f'waiting for images on {self.topic}'
@@ -136,6 +151,8 @@ class NodeHealth:
         values += [(k, snapshot[k]) for k in ('received', 'answered', 'no_target', 'dropped',
                                                'errors', 'rejected_total')]
         values += [(f'rejected.{reason}', n) for reason, n in sorted(snapshot['rejected'].items())]
+        values += [(f'input_warning.{kind}', n)
+                   for kind, n in sorted(snapshot['input_warnings'].items())]
         values += [('latency_p50_ms', f'{p50:.3f}'), ('latency_p95_ms', f'{p95:.3f}')]
         if last_error:
             values.append(('last_error', last_error))
@@ -146,7 +163,8 @@ class NodeHealth:
     def _counters(self) -> dict:
         return {'received': self.received, 'answered': self.answered,
                 'no_target': self.no_target, 'dropped': self.dropped, 'errors': self.errors,
-                'rejected': dict(self.rejected), 'rejected_total': sum(self.rejected.values())}
+                'rejected': dict(self.rejected), 'rejected_total': sum(self.rejected.values()),
+                'input_warnings': dict(self.input_warnings)}
 
     def publish(self) -> None:
         msg = DiagnosticArray()

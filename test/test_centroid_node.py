@@ -2,7 +2,8 @@
 
 The reference model (nets.reference, 'centroid') returns the intensity-weighted mean pixel of
 what it sees, so the node's answer is known exactly: the weighted centroid of the image as
-the model input (mono8 / 255, mono16 / 65535, colour -> BT.601 luma, 32FC1 clipped to [0, 1]).
+the model input (mono8 / 255, mono16 / 65535, colour -> BT.601 luma, 32FC1 clipped to [0, 1],
+bayer_rggb8 -> OpenCV's demosaiced luma).
 """
 import math
 
@@ -47,6 +48,12 @@ def blob_image(encoding: str, seed: int):
     if encoding == '32FC1':
         img = (blob * 1.1 - 0.05).astype(np.float32)      # values outside [0, 1] are clipped
         return img, np.clip(img.astype(np.float64), 0, 1)
+    if encoding.startswith('bayer_'):    # a colour-filter camera's raw frame: demosaiced luma
+        tint = rng.uniform(0.3, 1.0, 3)
+        rgb = np.round(blob[..., None] * tint * 255).astype(np.uint8)
+        raw = rgb[..., 1].copy()
+        raw[0::2, 0::2], raw[1::2, 1::2] = rgb[0::2, 0::2, 0], rgb[1::2, 1::2, 2]   # R G / G B
+        return raw, cv2.cvtColor(raw, cv2.COLOR_BayerBG2GRAY) / 255.0
     channels = 4 if encoding in ('rgba8', 'bgra8') else 3
     tint = rng.uniform(0.3, 1.0, channels)
     img = np.round(blob[..., None] * tint * 255).astype(np.uint8)
@@ -89,7 +96,8 @@ def send(image_pub, recorder, img, encoding, **kwargs):
 CASES = [('mono8', {}), ('mono8', {'step': WIDTH + 5}), ('mono16', {'is_bigendian': False}),
          ('mono16', {'is_bigendian': True}), ('rgb8', {}), ('rgb8', {'step': WIDTH * 3 + 2}),
          ('bgr8', {}), ('rgba8', {}), ('bgra8', {}), ('32FC1', {}),
-         ('32FC1', {'is_bigendian': True})]
+         ('32FC1', {'is_bigendian': True}), ('bayer_rggb8', {}),
+         ('bayer_rggb8', {'step': WIDTH + 3})]
 
 
 @pytest.mark.parametrize('encoding,layout', CASES,

@@ -10,11 +10,24 @@ from spacenav_perception.core.image_codec import (
     SUPPORTED_ENCODINGS, ImageRejected, array_to_image_fields, byte_array, bytes_per_pixel,
     full_scale, image_to_array, over_range, to_mono_float, to_mono_u8, to_rgb_float, to_rgb_u8)
 
+# Where each ROS Bayer pattern puts R, G, B in a 2x2 cell: (row, col) of R, of B (G elsewhere).
+BAYER_CELLS = {'bayer_rggb8': ((0, 0), (1, 1)), 'bayer_bggr8': ((1, 1), (0, 0)),
+               'bayer_gbrg8': ((1, 0), (0, 1)), 'bayer_grbg8': ((0, 1), (1, 0))}
+
+
+def mosaic(rgb: np.ndarray, encoding: str) -> np.ndarray:
+    """The raw frame a colour-filter-array camera of this pattern records of `rgb`."""
+    (ry, rx), (by, bx) = BAYER_CELLS[encoding]
+    raw = rgb[..., 1].copy()
+    raw[ry::2, rx::2] = rgb[ry::2, rx::2, 0]
+    raw[by::2, bx::2] = rgb[by::2, bx::2, 2]
+    return raw
+
 RNG = np.random.default_rng(7)
 
 
 def sample_array(encoding, h=5, w=7):
-    if encoding == 'mono8':
+    if encoding == 'mono8' or encoding.startswith('bayer_'):
         return RNG.integers(0, 256, (h, w), dtype=np.uint8)
     if encoding == 'mono16':
         return RNG.integers(0, 65536, (h, w), dtype=np.uint16)
@@ -197,3 +210,19 @@ def test_mono16_significant_bits():
     for bad in (7, 17, 12.0, True, '12'):
         with pytest.raises(ValueError, match='significant bits'):
             full_scale('mono16', bad)
+
+
+@pytest.mark.parametrize('encoding', sorted(BAYER_CELLS))
+def test_bayer_patterns_demosaic_to_their_colours(encoding):
+    """A flat colour seen through each pattern comes back as that colour (in the interior,
+    where the demosaicing has all neighbours), and mono is its BT.601 luma."""
+    colour = np.array([200, 100, 30], np.uint8)
+    raw = mosaic(np.broadcast_to(colour, (8, 10, 3)), encoding)
+    rgb = to_rgb_u8(raw, encoding)
+    assert rgb.shape == (8, 10, 3)
+    np.testing.assert_array_equal(rgb[2:-2, 2:-2], np.broadcast_to(colour, (4, 6, 3)))
+    luma = float(colour @ np.array([0.299, 0.587, 0.114]))
+    np.testing.assert_allclose(to_mono_u8(raw, encoding)[2:-2, 2:-2], luma, atol=1)
+    np.testing.assert_allclose(to_mono_float(raw, encoding)[2:-2, 2:-2], luma / 255, atol=1e-3)
+    np.testing.assert_allclose(to_rgb_float(raw, encoding)[2:-2, 2:-2],
+                               np.broadcast_to(colour / 255, (4, 6, 3)), atol=1e-6)

@@ -285,6 +285,22 @@ def test_preprocess_resizes_with_area():
     torch.testing.assert_close(out[0, 0], torch.from_numpy(expected).float())
 
 
+@pytest.mark.parametrize('color', ['rgb', 'luma'])
+def test_preprocess_demosaics_bayer_frames(color):
+    """A raw Bayer frame reaches an RGB (or luma) model as its demosaiced colour frame would."""
+    from spacenav_perception.core.image_codec import to_rgb_u8
+    manifest = ModelManifest(name='t', task='segmentation', arch='t', output='logits_nchw',
+                             class_names=['a', 'b'],
+                             input=InputSpec(height=6, width=8, channels=3, color=color))
+    raw = RNG.integers(0, 256, (12, 16), dtype=np.uint8)
+    for encoding in ('bayer_rggb8', 'bayer_gbrg8'):
+        got = Preprocessor(manifest, 'cpu')(raw, encoding).clone()
+        want = Preprocessor(manifest, 'cpu')(to_rgb_u8(raw, encoding), 'rgb8')
+        torch.testing.assert_close(got, want, atol=1.5 / 255, rtol=0)   # cv2's own Bayer->gray
+        if color == 'rgb':
+            torch.testing.assert_close(got, want, atol=0, rtol=0)
+
+
 def test_preprocess_mono16_bits_scales_and_clips():
     """mono16_bits=12: samples above 4095 clipped, area-resized, / 4095."""
     manifest = ModelManifest(name='t', task='centroid', arch='t', output='xy_norm_logit',

@@ -22,8 +22,8 @@ already is). rclpy's Image.data setter is fastest with an array.array('B'): use
 `byte_array(fields['data'])` (one copy) rather than assigning bytes/memoryview (checked per byte).
 
 Conversions: `to_mono_float` / `to_rgb_float` give float32 in [0, 1] (mono16 / 65535, 32FC1
-clipped, colour -> BT.601 luminance, alpha dropped); `to_mono_u8` / `to_rgb_u8` are the cheap
-8-bit paths (views or one cv2 call for 8-bit sources).
+clipped, colour -> BT.601 luminance, alpha dropped, Bayer demosaiced); `to_mono_u8` /
+`to_rgb_u8` are the cheap 8-bit paths (views or one cv2 call for 8-bit sources).
 
 mono16 full scale: sensor_msgs defines mono16 over the whole 0..65535 range, but many drivers of
 10-, 12- and 14-bit cameras publish the sensor's samples unshifted (0..4095 for 12 bits).
@@ -38,7 +38,8 @@ import array as _array
 import cv2
 import numpy as np
 
-SUPPORTED_ENCODINGS = ('mono8', 'mono16', 'rgb8', 'bgr8', 'rgba8', 'bgra8', '32FC1')
+SUPPORTED_ENCODINGS = ('mono8', 'mono16', 'rgb8', 'bgr8', 'rgba8', 'bgra8', '32FC1',
+                       'bayer_rggb8', 'bayer_bggr8', 'bayer_gbrg8', 'bayer_grbg8')
 
 # encoding -> (base dtype char, bytes per channel, channels)
 _LAYOUT = {
@@ -49,13 +50,25 @@ _LAYOUT = {
     'rgba8': ('u1', 1, 4),
     'bgra8': ('u1', 1, 4),
     '32FC1': ('f4', 4, 1),
+    'bayer_rggb8': ('u1', 1, 1),
+    'bayer_bggr8': ('u1', 1, 1),
+    'bayer_gbrg8': ('u1', 1, 1),
+    'bayer_grbg8': ('u1', 1, 1),
 }
 # Full-scale value of each encoding's samples (what maps to 1.0).
 FULL_SCALE = {'mono8': 255.0, 'mono16': 65535.0, 'rgb8': 255.0, 'bgr8': 255.0,
-              'rgba8': 255.0, 'bgra8': 255.0, '32FC1': 1.0}
+              'rgba8': 255.0, 'bgra8': 255.0, '32FC1': 1.0, 'bayer_rggb8': 255.0,
+              'bayer_bggr8': 255.0, 'bayer_gbrg8': 255.0, 'bayer_grbg8': 255.0}
 MONO_ENCODINGS = ('mono8', 'mono16', '32FC1')
 MONO16_BITS_RANGE = (8, 16)     # significant bits a mono16 image may declare
-EIGHT_BIT_ENCODINGS = ('mono8', 'rgb8', 'bgr8', 'rgba8', 'bgra8')
+# Raw colour-filter-array frames (one 8-bit sample per pixel, the first two rows' filter colours
+# in the name), demosaiced by OpenCV. OpenCV names a pattern by the second row's second and
+# third pixels, so ROS's bayer_rggb8 is OpenCV's BayerBG (as cv_bridge maps them).
+BAYER_TO_RGB = {'bayer_rggb8': cv2.COLOR_BayerBG2RGB, 'bayer_bggr8': cv2.COLOR_BayerRG2RGB,
+                'bayer_gbrg8': cv2.COLOR_BayerGR2RGB, 'bayer_grbg8': cv2.COLOR_BayerGB2RGB}
+BAYER_TO_GRAY = {'bayer_rggb8': cv2.COLOR_BayerBG2GRAY, 'bayer_bggr8': cv2.COLOR_BayerRG2GRAY,
+                 'bayer_gbrg8': cv2.COLOR_BayerGR2GRAY, 'bayer_grbg8': cv2.COLOR_BayerGB2GRAY}
+EIGHT_BIT_ENCODINGS = ('mono8', 'rgb8', 'bgr8', 'rgba8', 'bgra8') + tuple(BAYER_TO_RGB)
 # BT.601 luma weights (the ones cv2.cvtColor uses), in R, G, B order.
 LUMA_RGB = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -246,6 +259,8 @@ def to_mono_u8(array: np.ndarray, encoding: str, mono16_bits: int = 16) -> np.nd
         return array
     if encoding == 'mono16':
         return _mono16_u8(array, check_mono16_bits(mono16_bits))
+    if encoding in BAYER_TO_GRAY:
+        return cv2.cvtColor(array, BAYER_TO_GRAY[encoding])
     if encoding == '32FC1':
         f = np.clip(_native(array, np.float32), 0.0, 1.0)
         return np.rint(f * 255.0).astype(np.uint8)
@@ -261,6 +276,8 @@ def to_rgb_u8(array: np.ndarray, encoding: str, mono16_bits: int = 16) -> np.nda
         return array
     if encoding in ('mono16', '32FC1'):
         return cv2.cvtColor(to_mono_u8(array, encoding, mono16_bits), cv2.COLOR_GRAY2RGB)
+    if encoding in BAYER_TO_RGB:
+        return cv2.cvtColor(array, BAYER_TO_RGB[encoding])
     code = {'mono8': cv2.COLOR_GRAY2RGB, 'bgr8': cv2.COLOR_BGR2RGB,
             'rgba8': cv2.COLOR_RGBA2RGB, 'bgra8': cv2.COLOR_BGRA2RGB}[encoding]
     return cv2.cvtColor(array, code)
@@ -268,8 +285,10 @@ def to_rgb_u8(array: np.ndarray, encoding: str, mono16_bits: int = 16) -> np.nda
 
 def to_mono_float(array: np.ndarray, encoding: str, mono16_bits: int = 16) -> np.ndarray:
     """(H, W) float32 in [0, 1]: mono8 / 255, mono16 / (2**mono16_bits - 1) (clipped), 32FC1
-    clipped, colour -> luma."""
+    clipped, colour -> luma (Bayer: of the demosaiced RGB)."""
     _check_shape(array, encoding)
+    if encoding in BAYER_TO_RGB:
+        array, encoding = to_rgb_u8(array, encoding), 'rgb8'
     if encoding in MONO_ENCODINGS:
         f = _native(array, np.float32)
         if encoding == '32FC1':
@@ -282,8 +301,11 @@ def to_mono_float(array: np.ndarray, encoding: str, mono16_bits: int = 16) -> np
 
 
 def to_rgb_float(array: np.ndarray, encoding: str, mono16_bits: int = 16) -> np.ndarray:
-    """(H, W, 3) float32 in [0, 1], RGB order: mono replicated, BGR swapped, alpha dropped."""
+    """(H, W, 3) float32 in [0, 1], RGB order: mono replicated, BGR swapped, alpha dropped,
+    Bayer demosaiced."""
     _check_shape(array, encoding)
+    if encoding in BAYER_TO_RGB:
+        array, encoding = to_rgb_u8(array, encoding), 'rgb8'
     if encoding in MONO_ENCODINGS:
         mono = to_mono_float(array, encoding, mono16_bits)
         return np.repeat(mono[:, :, None], 3, axis=2)

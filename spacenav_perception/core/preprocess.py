@@ -10,10 +10,10 @@ Resize: manifest input.resize 'area' -> cv2.INTER_AREA, 'bilinear' -> INTER_LINE
 -> INTER_NEAREST_EXACT; all keep the project's pixel-centre convention (x -> (x + 0.5) s - 0.5).
 32FC1 is clipped to [0, 1] first (like image_codec.to_mono_float); mono16 is scaled by
 1 / (2**mono16_bits - 1) (default 16 bits: 1 / 65535), samples above that full scale clipped
-(image_codec.full_scale). Colour -> mono uses BT.601
-luma (cv2). Mono -> RGB replicates the channel (after the resize: a third of the work). A
-3-channel model whose manifest says input.color 'luma' gets colour frames the same way (luma,
-replicated): a colour cast of the camera or renderer then cannot change what it sees.
+(image_codec.full_scale). Colour -> mono uses BT.601 luma (cv2); Bayer frames are demosaiced
+by the same cv2 call. Mono -> RGB replicates the channel (after the resize: a third of the
+work). A 3-channel model whose manifest says input.color 'luma' gets colour frames the same
+way (luma, replicated): a colour cast of the camera or renderer then cannot change what it sees.
 
 On CPU the returned tensor is ONE preallocated buffer, overwritten by the next call: run the
 model on it before preprocessing the next frame (the predictors do). On CUDA the resized samples
@@ -26,14 +26,16 @@ import cv2
 import numpy as np
 import torch
 
-from .image_codec import FULL_SCALE, MONO_ENCODINGS, channels_of, full_scale
+from .image_codec import (BAYER_TO_GRAY, BAYER_TO_RGB, FULL_SCALE, MONO_ENCODINGS, channels_of,
+                          full_scale)
 from .manifest import ModelManifest
 
 INTERPOLATION = {'area': cv2.INTER_AREA, 'bilinear': cv2.INTER_LINEAR,
                  'nearest': cv2.INTER_NEAREST_EXACT}
 _TO_GRAY = {'rgb8': cv2.COLOR_RGB2GRAY, 'bgr8': cv2.COLOR_BGR2GRAY,
-            'rgba8': cv2.COLOR_RGBA2GRAY, 'bgra8': cv2.COLOR_BGRA2GRAY}
-_TO_RGB = {'bgr8': cv2.COLOR_BGR2RGB, 'rgba8': cv2.COLOR_RGBA2RGB, 'bgra8': cv2.COLOR_BGRA2RGB}
+            'rgba8': cv2.COLOR_RGBA2GRAY, 'bgra8': cv2.COLOR_BGRA2GRAY, **BAYER_TO_GRAY}
+_TO_RGB = {'bgr8': cv2.COLOR_BGR2RGB, 'rgba8': cv2.COLOR_RGBA2RGB, 'bgra8': cv2.COLOR_BGRA2RGB,
+           **BAYER_TO_RGB}
 _NATIVE = {'mono8': np.uint8, 'mono16': np.uint16, '32FC1': np.float32}
 
 

@@ -3,7 +3,7 @@
 The reference model (nets.reference, 'centroid') returns the intensity-weighted mean pixel of
 what it sees, so the node's answer is known exactly: the weighted centroid of the image as
 the model input (mono8 / 255, mono16 / 65535, colour -> BT.601 luma, 32FC1 clipped to [0, 1],
-bayer_rggb8 -> OpenCV's demosaiced luma).
+bayer_rggb8 -> OpenCV's demosaiced luma, yuyv -> luma of its BT.601 video-range RGB).
 """
 import math
 
@@ -54,6 +54,13 @@ def blob_image(encoding: str, seed: int):
         raw = rgb[..., 1].copy()
         raw[0::2, 0::2], raw[1::2, 1::2] = rgb[0::2, 0::2, 0], rgb[1::2, 1::2, 2]   # R G / G B
         return raw, cv2.cvtColor(raw, cv2.COLOR_BayerBG2GRAY) / 255.0
+    if encoding == 'yuyv':    # a USB camera's packed 4:2:2 frame with a colour tint
+        y = np.round(40 + 170 * blob).astype(np.uint8)
+        u, v = rng.integers(118, 139, 2)          # chroma small enough that nothing clips
+        frame = np.empty((HEIGHT, WIDTH, 2), np.uint8)
+        frame[..., 0] = y
+        frame[:, 0::2, 1], frame[:, 1::2, 1] = u, v
+        return frame, 1.164 * (y - 16.0) / 255.0  # BT.601 video range: luma = 1.164 (Y - 16)
     channels = 4 if encoding in ('rgba8', 'bgra8') else 3
     tint = rng.uniform(0.3, 1.0, channels)
     img = np.round(blob[..., None] * tint * 255).astype(np.uint8)
@@ -97,7 +104,7 @@ CASES = [('mono8', {}), ('mono8', {'step': WIDTH + 5}), ('mono16', {'is_bigendia
          ('mono16', {'is_bigendian': True}), ('rgb8', {}), ('rgb8', {'step': WIDTH * 3 + 2}),
          ('bgr8', {}), ('rgba8', {}), ('bgra8', {}), ('32FC1', {}),
          ('32FC1', {'is_bigendian': True}), ('bayer_rggb8', {}),
-         ('bayer_rggb8', {'step': WIDTH + 3})]
+         ('bayer_rggb8', {'step': WIDTH + 3}), ('yuyv', {}), ('yuyv', {'step': WIDTH * 2 + 4})]
 
 
 @pytest.mark.parametrize('encoding,layout', CASES,

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spacenav_perception.core.image_codec import (
-    SUPPORTED_ENCODINGS, ImageRejected, array_to_image_fields, byte_array, bytes_per_pixel,
+    SUPPORTED_ENCODINGS, YUV422_TO_RGB, ImageRejected, array_to_image_fields, byte_array, bytes_per_pixel,
     full_scale, image_to_array, over_range, to_mono_float, to_mono_u8, to_rgb_float, to_rgb_u8)
 
 # Where each ROS Bayer pattern puts R, G, B in a 2x2 cell: (row, col) of R, of B (G elsewhere).
@@ -26,7 +26,22 @@ def mosaic(rgb: np.ndarray, encoding: str) -> np.ndarray:
 RNG = np.random.default_rng(7)
 
 
+def yuv422_frame(y, u, v, encoding, h=4, w=6):
+    """A flat (Y, U, V) frame in the encoding's packed 4:2:2 byte order, (h, w, 2)."""
+    pair = {'uyvy': (u, y, v, y), 'yuv422': (u, y, v, y),
+            'yuyv': (y, u, y, v), 'yuv422_yuy2': (y, u, y, v)}[encoding]
+    return np.tile(np.array(pair, np.uint8), (h, w // 2)).reshape(h, w, 2)
+
+
+def bt601_video_rgb(y, u, v):
+    """RGB of a BT.601 limited-range ("video") YUV sample, by the standard's formula."""
+    c, d, e = 1.164 * (y - 16), u - 128, v - 128
+    return np.clip([c + 1.596 * e, c - 0.391 * d - 0.813 * e, c + 2.018 * d], 0, 255)
+
+
 def sample_array(encoding, h=5, w=7):
+    if encoding in YUV422_TO_RGB:       # two bytes per pixel, an even width
+        return RNG.integers(0, 256, (h, w + w % 2, 2), dtype=np.uint8)
     if encoding == 'mono8' or encoding.startswith('bayer_'):
         return RNG.integers(0, 256, (h, w), dtype=np.uint8)
     if encoding == 'mono16':
@@ -120,7 +135,8 @@ def test_encoding_fields_share_memory_with_contiguous_array():
 
 
 @pytest.mark.parametrize('args,reason,words', [
-    (('yuv422', 2, 2, 4, 0, bytes(8)), 'unsupported_encoding', 'yuv422'),
+    (('nv21', 2, 2, 4, 0, bytes(8)), 'unsupported_encoding', 'nv21'),
+    (('uyvy', 2, 3, 6, 0, bytes(12)), 'odd_width', 'width 3 is odd'),
     (('mono8', 0, 4, 4, 0, b''), 'zero_size', 'height 0'),
     (('mono8', 4, 0, 0, 0, b''), 'zero_size', 'width 0'),
     (('mono16', 2, 4, 7, 0, bytes(14)), 'step_too_small', 'step 7'),
@@ -179,7 +195,7 @@ def test_every_frame_converts_or_is_rejected(encoding, height, width, pad, big, 
         arr = image_to_array(encoding, height, width, step, big, data, max_pixels=30)
     except ImageRejected as exc:
         assert exc.reason in ('unsupported_encoding', 'zero_size', 'step_too_small',
-                              'data_length', 'too_large', 'non_finite')
+                              'data_length', 'too_large', 'non_finite', 'odd_width')
         return
     assert arr.shape[:2] == (height, width)
     mono = to_mono_float(arr, encoding)
@@ -226,3 +242,33 @@ def test_bayer_patterns_demosaic_to_their_colours(encoding):
     np.testing.assert_allclose(to_mono_float(raw, encoding)[2:-2, 2:-2], luma / 255, atol=1e-3)
     np.testing.assert_allclose(to_rgb_float(raw, encoding)[2:-2, 2:-2],
                                np.broadcast_to(colour / 255, (4, 6, 3)), atol=1e-6)
+
+
+@pytest.mark.parametrize('encoding', sorted(YUV422_TO_RGB))
+def test_yuv422_frames_convert_with_bt601_video_range(encoding):
+    """A flat YUV colour in each packed 4:2:2 byte order comes back as the RGB of the BT.601
+    limited-range formula (a swapped byte order would give another colour), and mono is the
+    luma of that RGB, not the raw Y byte."""
+    y, u, v = 200, 100, 140                   # an unclipped colour, luma far from Y
+    frame = yuv422_frame(y, u, v, encoding)
+    rgb = bt601_video_rgb(y, u, v)
+    np.testing.assert_allclose(to_rgb_u8(frame, encoding), np.broadcast_to(rgb, (4, 6, 3)), atol=1)
+    np.testing.assert_allclose(to_rgb_float(frame, encoding), np.broadcast_to(rgb / 255, (4, 6, 3)),
+                               atol=1.5 / 255)
+    luma = float(rgb @ np.array([0.299, 0.587, 0.114]))
+    assert abs(luma - y) > 10                 # the test can tell luma of RGB from the Y byte
+    np.testing.assert_allclose(to_mono_u8(frame, encoding), luma, atol=1.5)
+    np.testing.assert_allclose(to_mono_float(frame, encoding), luma / 255, atol=1.5 / 255)
+    fields = array_to_image_fields(frame, encoding)
+    assert fields['step'] == 12 and bytes_per_pixel(encoding) == 2
+    np.testing.assert_array_equal(
+        image_to_array(encoding, 4, 6, 12, 0, bytes(fields['data'])), frame)
+
+
+@pytest.mark.parametrize('encoding', ['uyvy', 'yuv422_yuy2'])
+def test_yuv422_of_odd_width_is_rejected(encoding):
+    with pytest.raises(ImageRejected, match='width 5 is odd') as info:
+        image_to_array(encoding, 2, 5, 10, 0, bytes(20))
+    assert info.value.reason == 'odd_width'
+    with pytest.raises(ValueError, match='even width'):
+        to_rgb_u8(np.zeros((2, 5, 2), np.uint8), encoding)

@@ -91,7 +91,8 @@ def float_image(value):
 
 
 BAD_FRAMES = {
-    'unsupported_encoding': lambda: raw_image(encoding='yuv422', step=2 * WIDTH),
+    'unsupported_encoding': lambda: raw_image(encoding='nv21', step=2 * WIDTH),
+    'odd_width': lambda: raw_image(encoding='uyvy', width=WIDTH - 1, step=2 * (WIDTH - 1)),
     'zero_size': lambda: raw_image(height=0, width=0, step=0),
     'step_too_small': lambda: raw_image(encoding='rgb8', step=WIDTH),
     'data_length': lambda: raw_image(data_len=WIDTH * HEIGHT - 1),
@@ -192,7 +193,7 @@ def test_runtime_error_is_counted_and_survived(graph):
 
 # ----------------------------------------------------------------------------- property test
 
-ENCODINGS = list(image_codec.SUPPORTED_ENCODINGS) + ['yuv422', '', 'MONO8', '8UC3']
+ENCODINGS = list(image_codec.SUPPORTED_ENCODINGS) + ['nv21', '', 'MONO8', '8UC3']
 
 
 @st.composite

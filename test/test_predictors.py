@@ -301,6 +301,22 @@ def test_preprocess_demosaics_bayer_frames(color):
             torch.testing.assert_close(got, want, atol=0, rtol=0)
 
 
+@pytest.mark.parametrize('channels', [1, 3])
+def test_preprocess_converts_yuv422_frames(channels):
+    """A packed YUV 4:2:2 frame reaches a mono or RGB model exactly as its RGB frame would."""
+    from spacenav_perception.core.image_codec import to_rgb_u8
+    manifest = ModelManifest(name='t', task='segmentation', arch='t', output='logits_nchw',
+                             class_names=['a', 'b'],
+                             input=InputSpec(height=6, width=8, channels=channels))
+    raw = RNG.integers(0, 256, (12, 16, 2), dtype=np.uint8)
+    for encoding in ('uyvy', 'yuyv', 'yuv422', 'yuv422_yuy2'):
+        got = Preprocessor(manifest, 'cpu')(raw, encoding).clone()
+        want = Preprocessor(manifest, 'cpu')(to_rgb_u8(raw, encoding), 'rgb8')
+        torch.testing.assert_close(got, want, atol=0, rtol=0)
+    assert not torch.equal(Preprocessor(manifest, 'cpu')(raw, 'uyvy').clone(),
+                           Preprocessor(manifest, 'cpu')(raw, 'yuyv'))   # byte order matters
+
+
 def test_preprocess_mono16_bits_scales_and_clips():
     """mono16_bits=12: samples above 4095 clipped, area-resized, / 4095."""
     manifest = ModelManifest(name='t', task='centroid', arch='t', output='xy_norm_logit',

@@ -9,6 +9,7 @@ Decoding (`image_to_array`) checks every field before touching the data and rais
     step_too_small        step < width * bytes per pixel
     data_length           len(data) != step * height
     bad_data              data is not a byte buffer / sequence of ints in [0, 255]
+    odd_width             a packed YUV 4:2:2 frame (one chroma pair per two pixels) of odd width
     non_finite            a 32FC1 frame holds NaN or Inf (rejected, never silently cleaned)
 
 The returned array is a *view* on `data` whenever the buffer allows it (bytes, bytearray,
@@ -22,8 +23,15 @@ already is). rclpy's Image.data setter is fastest with an array.array('B'): use
 `byte_array(fields['data'])` (one copy) rather than assigning bytes/memoryview (checked per byte).
 
 Conversions: `to_mono_float` / `to_rgb_float` give float32 in [0, 1] (mono16 / 65535, 32FC1
-clipped, colour -> BT.601 luminance, alpha dropped, Bayer demosaiced); `to_mono_u8` /
-`to_rgb_u8` are the cheap 8-bit paths (views or one cv2 call for 8-bit sources).
+clipped, colour -> BT.601 luminance, alpha dropped, Bayer demosaiced, YUV 4:2:2 converted to
+RGB first); `to_mono_u8` / `to_rgb_u8` are the cheap 8-bit paths (views or one cv2 call for
+8-bit sources; two for YUV -> mono, whose luma is that of the converted RGB).
+
+Packed YUV 4:2:2 (`uyvy` and `yuyv`, and their deprecated ROS names `yuv422` and `yuv422_yuy2`,
+as USB/V4L2 camera drivers publish them): two bytes per pixel, converted by OpenCV with the
+BT.601 limited-range ("video range", Y 16..235) coefficients to full-range RGB, as cv_bridge
+does. The mono path takes the luma of that RGB, not the raw Y byte, so a mono model sees the
+same values from a YUV frame as from the RGB frame it stands for.
 
 mono16 full scale: sensor_msgs defines mono16 over the whole 0..65535 range, but many drivers of
 10-, 12- and 14-bit cameras publish the sensor's samples unshifted (0..4095 for 12 bits).
@@ -39,7 +47,8 @@ import cv2
 import numpy as np
 
 SUPPORTED_ENCODINGS = ('mono8', 'mono16', 'rgb8', 'bgr8', 'rgba8', 'bgra8', '32FC1',
-                       'bayer_rggb8', 'bayer_bggr8', 'bayer_gbrg8', 'bayer_grbg8')
+                       'bayer_rggb8', 'bayer_bggr8', 'bayer_gbrg8', 'bayer_grbg8',
+                       'uyvy', 'yuyv', 'yuv422', 'yuv422_yuy2')
 
 # encoding -> (base dtype char, bytes per channel, channels)
 _LAYOUT = {
@@ -54,11 +63,14 @@ _LAYOUT = {
     'bayer_bggr8': ('u1', 1, 1),
     'bayer_gbrg8': ('u1', 1, 1),
     'bayer_grbg8': ('u1', 1, 1),
+    'uyvy': ('u1', 1, 2),
+    'yuyv': ('u1', 1, 2),
+    'yuv422': ('u1', 1, 2),
+    'yuv422_yuy2': ('u1', 1, 2),
 }
 # Full-scale value of each encoding's samples (what maps to 1.0).
-FULL_SCALE = {'mono8': 255.0, 'mono16': 65535.0, 'rgb8': 255.0, 'bgr8': 255.0,
-              'rgba8': 255.0, 'bgra8': 255.0, '32FC1': 1.0, 'bayer_rggb8': 255.0,
-              'bayer_bggr8': 255.0, 'bayer_gbrg8': 255.0, 'bayer_grbg8': 255.0}
+FULL_SCALE = {encoding: 255.0 for encoding, (base, _, _) in _LAYOUT.items() if base == 'u1'}
+FULL_SCALE.update({'mono16': 65535.0, '32FC1': 1.0})
 MONO_ENCODINGS = ('mono8', 'mono16', '32FC1')
 MONO16_BITS_RANGE = (8, 16)     # significant bits a mono16 image may declare
 # Raw colour-filter-array frames (one 8-bit sample per pixel, the first two rows' filter colours
@@ -68,7 +80,11 @@ BAYER_TO_RGB = {'bayer_rggb8': cv2.COLOR_BayerBG2RGB, 'bayer_bggr8': cv2.COLOR_B
                 'bayer_gbrg8': cv2.COLOR_BayerGR2RGB, 'bayer_grbg8': cv2.COLOR_BayerGB2RGB}
 BAYER_TO_GRAY = {'bayer_rggb8': cv2.COLOR_BayerBG2GRAY, 'bayer_bggr8': cv2.COLOR_BayerRG2GRAY,
                  'bayer_gbrg8': cv2.COLOR_BayerGR2GRAY, 'bayer_grbg8': cv2.COLOR_BayerGB2GRAY}
-EIGHT_BIT_ENCODINGS = ('mono8', 'rgb8', 'bgr8', 'rgba8', 'bgra8') + tuple(BAYER_TO_RGB)
+# Packed YUV 4:2:2, byte order in the name (ROS's deprecated yuv422 = uyvy, yuv422_yuy2 = yuyv).
+YUV422_TO_RGB = {'uyvy': cv2.COLOR_YUV2RGB_UYVY, 'yuv422': cv2.COLOR_YUV2RGB_UYVY,
+                 'yuyv': cv2.COLOR_YUV2RGB_YUYV, 'yuv422_yuy2': cv2.COLOR_YUV2RGB_YUYV}
+# Encodings whose samples are not pixels' colours: one cv2 call turns them into RGB first.
+RAW_TO_RGB = {**BAYER_TO_RGB, **YUV422_TO_RGB}
 # BT.601 luma weights (the ones cv2.cvtColor uses), in R, G, B order.
 LUMA_RGB = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -146,6 +162,10 @@ def image_to_array(encoding, height, width, step, is_bigendian, data, *,
     if height <= 0 or width <= 0:
         raise ImageRejected('zero_size',
                             f'image has no pixels: width {width}, height {height}')
+    if encoding in YUV422_TO_RGB and width % 2:
+        raise ImageRejected(
+            'odd_width', f'{encoding} image width {width} is odd; YUV 4:2:2 packs one chroma '
+            f'pair per two pixels, so the width must be even')
     if height * width > max_pixels:
         raise ImageRejected(
             'too_large', f'image of {width} x {height} = {width * height} pixels is larger '
@@ -195,6 +215,9 @@ def _check_shape(array: np.ndarray, encoding: str) -> None:
     if not ok:
         raise ValueError(f'array of shape {array.shape} does not fit encoding {encoding!r} '
                          f'({channels} channel(s))')
+    if encoding in YUV422_TO_RGB and array.shape[1] % 2:
+        raise ValueError(f'{encoding} array of width {array.shape[1]} is odd; YUV 4:2:2 needs '
+                         f'an even width')
 
 
 def array_to_image_fields(array: np.ndarray, encoding: str) -> dict:
@@ -261,6 +284,8 @@ def to_mono_u8(array: np.ndarray, encoding: str, mono16_bits: int = 16) -> np.nd
         return _mono16_u8(array, check_mono16_bits(mono16_bits))
     if encoding in BAYER_TO_GRAY:
         return cv2.cvtColor(array, BAYER_TO_GRAY[encoding])
+    if encoding in YUV422_TO_RGB:   # luma of the converted RGB (full range), not the raw Y
+        return cv2.cvtColor(cv2.cvtColor(array, YUV422_TO_RGB[encoding]), cv2.COLOR_RGB2GRAY)
     if encoding == '32FC1':
         f = np.clip(_native(array, np.float32), 0.0, 1.0)
         return np.rint(f * 255.0).astype(np.uint8)
@@ -276,8 +301,8 @@ def to_rgb_u8(array: np.ndarray, encoding: str, mono16_bits: int = 16) -> np.nda
         return array
     if encoding in ('mono16', '32FC1'):
         return cv2.cvtColor(to_mono_u8(array, encoding, mono16_bits), cv2.COLOR_GRAY2RGB)
-    if encoding in BAYER_TO_RGB:
-        return cv2.cvtColor(array, BAYER_TO_RGB[encoding])
+    if encoding in RAW_TO_RGB:
+        return cv2.cvtColor(array, RAW_TO_RGB[encoding])
     code = {'mono8': cv2.COLOR_GRAY2RGB, 'bgr8': cv2.COLOR_BGR2RGB,
             'rgba8': cv2.COLOR_RGBA2RGB, 'bgra8': cv2.COLOR_BGRA2RGB}[encoding]
     return cv2.cvtColor(array, code)
@@ -285,9 +310,9 @@ def to_rgb_u8(array: np.ndarray, encoding: str, mono16_bits: int = 16) -> np.nda
 
 def to_mono_float(array: np.ndarray, encoding: str, mono16_bits: int = 16) -> np.ndarray:
     """(H, W) float32 in [0, 1]: mono8 / 255, mono16 / (2**mono16_bits - 1) (clipped), 32FC1
-    clipped, colour -> luma (Bayer: of the demosaiced RGB)."""
+    clipped, colour -> luma (Bayer, YUV: of the converted RGB)."""
     _check_shape(array, encoding)
-    if encoding in BAYER_TO_RGB:
+    if encoding in RAW_TO_RGB:
         array, encoding = to_rgb_u8(array, encoding), 'rgb8'
     if encoding in MONO_ENCODINGS:
         f = _native(array, np.float32)
@@ -302,9 +327,9 @@ def to_mono_float(array: np.ndarray, encoding: str, mono16_bits: int = 16) -> np
 
 def to_rgb_float(array: np.ndarray, encoding: str, mono16_bits: int = 16) -> np.ndarray:
     """(H, W, 3) float32 in [0, 1], RGB order: mono replicated, BGR swapped, alpha dropped,
-    Bayer demosaiced."""
+    Bayer demosaiced, YUV converted."""
     _check_shape(array, encoding)
-    if encoding in BAYER_TO_RGB:
+    if encoding in RAW_TO_RGB:
         array, encoding = to_rgb_u8(array, encoding), 'rgb8'
     if encoding in MONO_ENCODINGS:
         mono = to_mono_float(array, encoding, mono16_bits)

@@ -1,8 +1,8 @@
 """Image array -> model input tensor (1, C, H, W) per the model manifest. ROS-free.
 
 Per frame: pick the channels the model wants on the source's own sample type (a view for mono8
-and rgb8; one cv2.cvtColor otherwise), resize with cv2 on that type (uint8 stays uint8: the
-cheapest resize), then one fused scale-and-shift into a float32 buffer that was allocated once:
+and rgb8; one cv2.cvtColor otherwise, two for YUV -> mono), resize with cv2 on that type (uint8
+stays uint8: the cheapest resize), then one fused scale-and-shift into a float32 buffer that was allocated once:
 
     x = (sample / full_scale - mean) / std  =  sample * (1 / (full_scale * std)) - mean / std
 
@@ -11,9 +11,10 @@ Resize: manifest input.resize 'area' -> cv2.INTER_AREA, 'bilinear' -> INTER_LINE
 32FC1 is clipped to [0, 1] first (like image_codec.to_mono_float); mono16 is scaled by
 1 / (2**mono16_bits - 1) (default 16 bits: 1 / 65535), samples above that full scale clipped
 (image_codec.full_scale). Colour -> mono uses BT.601 luma (cv2); Bayer frames are demosaiced
-by the same cv2 call. Mono -> RGB replicates the channel (after the resize: a third of the
-work). A 3-channel model whose manifest says input.color 'luma' gets colour frames the same
-way (luma, replicated): a colour cast of the camera or renderer then cannot change what it sees.
+by the same cv2 call; YUV 4:2:2 frames are converted to RGB (and that to luma for mono models),
+by image_codec.to_mono_u8 / to_rgb_u8. Mono -> RGB replicates the channel (after the resize: a
+third of the work). A 3-channel model whose manifest says input.color 'luma' gets colour frames
+the same way (luma, replicated): a colour cast of the camera or renderer then cannot change what it sees.
 
 On CPU the returned tensor is ONE preallocated buffer, overwritten by the next call: run the
 model on it before preprocessing the next frame (the predictors do). On CUDA the resized samples
@@ -26,16 +27,12 @@ import cv2
 import numpy as np
 import torch
 
-from .image_codec import (BAYER_TO_GRAY, BAYER_TO_RGB, FULL_SCALE, MONO_ENCODINGS, channels_of,
-                          full_scale)
+from .image_codec import (FULL_SCALE, MONO_ENCODINGS, channels_of, full_scale, to_mono_u8,
+                          to_rgb_u8)
 from .manifest import ModelManifest
 
 INTERPOLATION = {'area': cv2.INTER_AREA, 'bilinear': cv2.INTER_LINEAR,
                  'nearest': cv2.INTER_NEAREST_EXACT}
-_TO_GRAY = {'rgb8': cv2.COLOR_RGB2GRAY, 'bgr8': cv2.COLOR_BGR2GRAY,
-            'rgba8': cv2.COLOR_RGBA2GRAY, 'bgra8': cv2.COLOR_BGRA2GRAY, **BAYER_TO_GRAY}
-_TO_RGB = {'bgr8': cv2.COLOR_BGR2RGB, 'rgba8': cv2.COLOR_RGBA2RGB, 'bgra8': cv2.COLOR_BGRA2RGB,
-           **BAYER_TO_RGB}
 _NATIVE = {'mono8': np.uint8, 'mono16': np.uint16, '32FC1': np.float32}
 
 
@@ -83,11 +80,9 @@ class Preprocessor:
                 src = np.minimum(src, np.uint16(self.mono16_full))
                 return src, self.mono16_full
             return src, FULL_SCALE[encoding]
-        if self.luma:
-            return cv2.cvtColor(image, _TO_GRAY[encoding]), 255.0
-        if encoding == 'rgb8':
-            return image, 255.0
-        return cv2.cvtColor(image, _TO_RGB[encoding]), 255.0
+        if self.luma:   # the codec's 8-bit paths: a view for rgb8, cv2 calls otherwise
+            return to_mono_u8(image, encoding), 255.0
+        return to_rgb_u8(image, encoding), 255.0
 
     def resize(self, src: np.ndarray) -> np.ndarray:
         if src.shape[0] == self.height and src.shape[1] == self.width:

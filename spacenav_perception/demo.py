@@ -42,7 +42,8 @@ class DemoConfig:
     lunar_width: int = 720
     lunar_height: int = 480
     seed: int = 2024
-    rate_hz: float = 4.0
+    rate_hz: float = 4.0          # asteroid frames (centroid_node answers in 5-20 ms here)
+    lunar_rate_hz: float = 2.0    # lunar frames (hazard_node takes 100-250 ms on 2 CPU cores)
     queue_depth: int = 1
     model_centroid: str = ''
     model_hazard: str = ''
@@ -63,7 +64,13 @@ def quick(config: DemoConfig) -> DemoConfig:
     config.asteroid_size = 256
     config.lunar_width, config.lunar_height = 240, 160
     config.rate_hz = max(config.rate_hz, 4.0)
+    config.lunar_rate_hz = max(config.lunar_rate_hz, 4.0)
     return config
+
+
+def replay_rate(config: DemoConfig, kind: str) -> float:
+    """Frames per second at which `kind` ('asteroid' or 'lunar') is recorded and replayed."""
+    return config.lunar_rate_hz if kind == 'lunar' else config.rate_hz
 
 
 # ----------------------------------------------------------------------------- models
@@ -160,10 +167,10 @@ def _lunar_ready(directory: Path, config: DemoConfig) -> bool:
     return (directory / 'meta.csv').is_file() and _stamp_matches(directory, config, 'lunar')
 
 
-def _make_bag(data: Path, bag: Path, config: DemoConfig) -> Path:
+def _make_bag(data: Path, bag: Path, config: DemoConfig, rate_hz: float) -> Path:
     from spacenav_perception.bags.bag_writer import make_bag
     summary = make_bag(data, bag, storage='mcap', overwrite=True, progress=config.progress,
-                       rate_hz=config.rate_hz)
+                       rate_hz=rate_hz)
     print(f'[demo] bag {bag}: {summary.frames} frames, {summary.messages} messages')
     if summary.problems_summary:
         print(summary.problems_summary)
@@ -188,7 +195,8 @@ def replay_through_graph(bag: Path, *, task: str, model: Path, eval_dir: Path,
     from spacenav_perception.graph.runner import ExecutorThread, create_graph_nodes
 
     overrides = {
-        'bag': str(bag), 'rate_hz': str(config.rate_hz), 'stamp_mode': 'now',
+        'bag': str(bag), 'stamp_mode': 'now',
+        'rate_hz': str(replay_rate(config, 'asteroid' if task == 'centroid' else 'lunar')),
         'qos_depth': str(config.queue_depth),
         'use_centroid': str(task == 'centroid').lower(),
         'use_hazard': str(task == 'hazard').lower(),
@@ -332,7 +340,7 @@ def run_demo(config: DemoConfig) -> dict:
     timings['render_s'] = time.monotonic() - t
     t = time.monotonic()
     for kind, directory in data.items():
-        bags[kind] = _make_bag(directory, out / 'bags' / kind, config)
+        bags[kind] = _make_bag(directory, out / 'bags' / kind, config, replay_rate(config, kind))
     timings['bags_s'] = time.monotonic() - t
 
     ensure_local_dds()

@@ -58,6 +58,8 @@ def test_demo_missing_model_says_which_and_how(tmp_path):
 
 @pytest.mark.parametrize('args, message', [
     (('--queue-depth', 0), '--queue-depth must be at least 1'),
+    (('--lunar-rate-hz', 0), '--lunar-rate-hz must be above 0'),
+    (('--rate-hz', -1), '--rate-hz must be above 0'),
     (('--lunar-size', '720by480'), 'is not WIDTHxHEIGHT'),
 ])
 def test_demo_bad_arguments_fail_before_rendering(tmp_path, args, message):

@@ -25,8 +25,11 @@ def register(subparsers) -> None:
                         help='asteroid image size in pixels (square)')
     parser.add_argument('--lunar-size', default='720x480', help='lunar image WIDTHxHEIGHT')
     parser.add_argument('--rate-hz', type=float, default=4.0,
-                        help='replay rate; frames the nodes cannot keep up with are dropped '
-                             'by them and count as missed')
+                        help='replay rate of the asteroid frames; frames a node cannot keep up '
+                             'with are dropped by it and count as missed')
+    parser.add_argument('--lunar-rate-hz', type=float, default=2.0,
+                        help='replay rate of the lunar frames (hazard_node needs 100-250 ms a '
+                             '720x480 frame on two CPU cores; --quick raises it to 4)')
     parser.add_argument('--queue-depth', type=int, default=1,
                         help='image queue depth of the perception nodes (keep last, reliable): '
                              '1 answers the newest frame and drops the rest, as on a robot; '
@@ -50,6 +53,10 @@ def run(args) -> int:
         print(f'spacenav demo: error: --lunar-size {args.lunar_size!r} is not WIDTHxHEIGHT',
               file=sys.stderr)
         return 2
+    for flag, value in (('--rate-hz', args.rate_hz), ('--lunar-rate-hz', args.lunar_rate_hz)):
+        if not value > 0:
+            print(f'spacenav demo: error: {flag} must be above 0, not {value}', file=sys.stderr)
+            return 2
     if args.queue_depth < 1:
         print(f'spacenav demo: error: --queue-depth must be at least 1, not {args.queue_depth}',
               file=sys.stderr)
@@ -57,6 +64,7 @@ def run(args) -> int:
     config = DemoConfig(out=args.out, n_asteroid=args.n_asteroid, n_lunar=args.n_lunar,
                         asteroid_size=args.asteroid_size, lunar_width=width,
                         lunar_height=height, seed=args.seed, rate_hz=args.rate_hz,
+                        lunar_rate_hz=args.lunar_rate_hz,
                         queue_depth=args.queue_depth,
                         model_centroid=args.model_centroid, model_hazard=args.model_hazard,
                         device=args.device, render_device=args.render_device,

@@ -244,3 +244,47 @@ def test_lunar_problems_missing_mask_and_unknown_colour(tmp_path):
     assert 'missing_mask' in result.stdout and 'unknown_mask_colour' in result.stdout
     result = make_bag(tmp_path / 'data', tmp_path / 'bag2', '--strict', check=False)
     assert result.returncode != 0 and 'missing_mask' in result.stderr
+
+
+@pytest.mark.parametrize('codec', ['png', 'jpeg'])
+def test_compressed_bag_read_back_by_mcap_ros2_and_by_the_frame_reader(tmp_path, codec):
+    """--image-format png|jpeg: frames as CompressedImage on /camera/image_raw/compressed (as
+    image_transport records them), decoded by OpenCV from the independently read bytes;
+    the project's reader finds that topic itself and gives the same frames."""
+    rows = make_asteroid_dataset(tmp_path / 'data', n=3, width=48, height=40)
+    renders = make_lunar_dataset(tmp_path / 'lunar', n=2)
+    make_bag(tmp_path / 'data', tmp_path / 'bag', '--image-format', codec)
+    make_bag(tmp_path / 'lunar', tmp_path / 'lbag', '--image-format', codec)
+    by_topic = read_mcap(tmp_path / 'bag')
+    assert '/camera/image_raw' not in by_topic and len(by_topic['/camera/image_raw/compressed']) == 3
+    frames = list(fs.open_frames(tmp_path / 'bag'))
+    assert len(frames) == 3 and fs.bag_frame_count(tmp_path / 'bag') == 3
+    for i, ((t, msg), frame) in enumerate(zip(by_topic['/camera/image_raw/compressed'], frames)):
+        assert msg.format == f'mono8; {codec} compressed '
+        png = cv2.imread(str(tmp_path / 'data' / 'images' / rows[i][0]), cv2.IMREAD_UNCHANGED)
+        decoded = cv2.imdecode(np.frombuffer(bytes(msg.data), np.uint8), cv2.IMREAD_UNCHANGED)
+        assert frame.encoding == 'mono8' and np.array_equal(frame.image, decoded)
+        assert frame.centroid == (rows[i][1], rows[i][2]) and frame.stamp_ns == t
+        if codec == 'png':
+            assert np.array_equal(decoded, png)
+        else:
+            assert decoded.shape == png.shape
+    lunar = list(fs.open_frames(tmp_path / 'lbag'))
+    assert len(lunar) == 2
+    for frame, (rgb, classes) in zip(lunar, renders):
+        assert frame.encoding == 'bgr8'                   # as OpenCV decodes colour
+        if codec == 'png':
+            assert np.array_equal(frame.image[..., ::-1], rgb)
+        assert np.array_equal(frame.segmentation, classes)   # truth masks stay raw, exact
+
+
+def test_bag_image_topic_prefers_raw_frames():
+    assert fs.bag_image_topic({'/cam/image', '/cam/image/compressed'}, '/cam/image') == '/cam/image'
+    assert fs.bag_image_topic({'/cam/image/compressed'}, '/cam/image') == '/cam/image/compressed'
+    assert fs.bag_image_topic({'/other'}, '/cam/image') == '/cam/image'
+
+
+def test_bad_image_format_is_refused(tmp_path):
+    make_asteroid_dataset(tmp_path / 'data', n=1)
+    result = make_bag(tmp_path / 'data', tmp_path / 'bag', '--image-format', 'gif', check=False)
+    assert result.returncode == 2 and 'invalid choice' in result.stderr

@@ -13,7 +13,7 @@ import pytest
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PointStamped, Vector3Stamped
 from rclpy.parameter import Parameter
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from ros_helpers import (TopicRecorder, init_rclpy, make_node, publish_until, reliable_qos,
                          ros_graph)
@@ -196,3 +196,63 @@ def test_mono16_bits_reach_the_predictor_and_the_debug_image(graph):
         rgb = np.frombuffer(drawn.data, np.uint8).reshape(HEIGHT, WIDTH, 3)
         assert tuple(rgb[6, 55]) == (255, 255, 255)                  # clipped to full scale
         assert node12.health.counters()['input_warnings'] == {'mono16_over_range': 1}
+
+
+# ----------------------------------------------------------------------------- compressed
+
+@pytest.fixture(scope='module')
+def compressed_graph(tmp_path_factory):
+    """A centroid node on image_transport:=compressed (CompressedImage on TOPIC/compressed)."""
+    init_rclpy()
+    from spacenav_perception.nodes.centroid_node import CentroidNode
+    model = export_reference_model('centroid', tmp_path_factory.mktemp('cmodel'), HEIGHT, WIDTH)
+    node = CentroidNode(parameter_overrides=[
+        Parameter('model_path', value=str(model)), Parameter('image_topic', value='/cam2/image'),
+        Parameter('image_transport', value='compressed'),
+        Parameter('qos_reliability', value='reliable'), Parameter('qos_depth', value=10)])
+    probe = make_node()
+    centroids = TopicRecorder(probe, PointStamped, '/centroid')
+    pub = probe.create_publisher(CompressedImage, '/cam2/image/compressed', reliable_qos())
+    with ros_graph(node, probe):
+        yield node, pub, centroids
+
+
+def compressed_msg(img, encoding, codec):
+    from spacenav_perception.core.compressed_image import encode_compressed
+    fmt, data = encode_compressed(img, encoding, codec)
+    msg = CompressedImage(format=fmt, data=data)
+    msg.header.stamp = Time(sec=next(_stamps), nanosec=7)
+    msg.header.frame_id = 'camera_optical'
+    return msg
+
+
+@pytest.mark.parametrize('encoding, codec, tolerance', [
+    ('mono8', 'png', TOLERANCE_PX), ('rgb8', 'png', TOLERANCE_PX), ('mono16', 'png', TOLERANCE_PX),
+    ('mono8', 'jpeg', 0.3)])
+def test_compressed_frames_answered_like_raw_ones(compressed_graph, encoding, codec, tolerance):
+    node, pub, centroids = compressed_graph
+    assert node.health.topic == '/cam2/image/compressed'
+    img, weights = blob_image(encoding, seed=41)
+    msg = compressed_msg(img, encoding, codec)
+    answer = publish_until(pub, msg, lambda: [m for m in centroids.messages
+                                              if m.header.stamp == msg.header.stamp])[0]
+    expected_x, expected_y = weighted_centroid(weights)
+    assert answer.header.frame_id == 'camera_optical'
+    assert abs(answer.point.x - expected_x) < tolerance
+    assert abs(answer.point.y - expected_y) < tolerance
+
+
+def test_corrupt_compressed_frame_rejected_and_node_carries_on(compressed_graph):
+    node, pub, centroids = compressed_graph
+    for data, reason in ((b'not an image at all', 'unsupported_format'),
+                         (compressed_msg(np.zeros((HEIGHT, WIDTH), np.uint8), 'mono8',
+                                         'png').data[:60], 'decode_failed')):
+        before = node.health.counters()['rejected'].get(reason, 0)
+        bad = CompressedImage(format='png', data=bytes(data))
+        publish_until(pub, bad, lambda: node.health.counters()['rejected'].get(reason, 0) > before)
+    assert node.health.counters()['errors'] == 0
+    img, weights = blob_image('mono8', seed=43)
+    msg = compressed_msg(img, 'mono8', 'png')
+    answer = publish_until(pub, msg, lambda: [m for m in centroids.messages
+                                              if m.header.stamp == msg.header.stamp])[0]
+    assert abs(answer.point.x - weighted_centroid(weights)[0]) < TOLERANCE_PX

@@ -223,3 +223,6 @@ def test_mono16_bits_scales_unshifted_samples_and_counts_over_range(graph):
         with pytest.raises(NodeConfigError, match='mono16_bits'):
             HazardNode(parameter_overrides=[model, Parameter('mono16_bits', value=bad),
                                             Parameter('image_topic', value='/unused_image')])
+    with pytest.raises(NodeConfigError, match="image_transport='theora' is not one of raw"):
+        HazardNode(parameter_overrides=[model, Parameter('image_transport', value='theora'),
+                                        Parameter('image_topic', value='/unused_image')])

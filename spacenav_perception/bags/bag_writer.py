@@ -15,6 +15,9 @@ log time equals the header stamp):
     /segmentation_truth      sensor_msgs/msg/Image        lunar: mono8 class ids 0..3
 
 An asteroid frame whose label is empty / NaN (no target in view) has no /centroid_truth message.
+With image_format 'png' or 'jpeg' the camera frames go instead to /camera/image_raw/compressed
+as sensor_msgs/msg/CompressedImage (image_transport's compressed transport: format
+"mono8; png compressed ", "rgb8; jpeg compressed bgr8", ...); the truth masks stay raw.
 
 Crash safety: the bag is written into `<BAG>.partial/<name>/` and moved to `<BAG>` only after
 the writer closed cleanly (metadata.yaml written, MCAP summary/footer or SQLite commit done).
@@ -34,6 +37,7 @@ import numpy as np
 from spacenav_perception.bags import frame_sources as fs
 
 STORAGES = ('mcap', 'sqlite3')
+IMAGE_FORMATS = ('raw', 'png', 'jpeg')
 
 
 @dataclass
@@ -70,6 +74,7 @@ class _MessageFactory:
         self.Header = t['std_msgs/msg/Header']
         self.Time = t['builtin_interfaces/msg/Time']
         self.Image = t['sensor_msgs/msg/Image']
+        self.CompressedImage = t['sensor_msgs/msg/CompressedImage']
         self.CameraInfo = t['sensor_msgs/msg/CameraInfo']
         self.RegionOfInterest = t['sensor_msgs/msg/RegionOfInterest']
         self.PointStamped = t['geometry_msgs/msg/PointStamped']
@@ -86,6 +91,14 @@ class _MessageFactory:
                          encoding=f['encoding'], is_bigendian=f['is_bigendian'], step=f['step'],
                          data=np.frombuffer(f['data'], dtype=np.uint8))
         return self.ts.serialize_cdr(msg, 'sensor_msgs/msg/Image')
+
+    def compressed_image(self, frame: fs.Frame, array: np.ndarray, encoding: str,
+                         codec: str) -> bytes:
+        from spacenav_perception.core.compressed_image import encode_compressed
+        fmt, payload = encode_compressed(array, encoding, codec)
+        msg = self.CompressedImage(header=self.header(frame), format=fmt,
+                                   data=np.frombuffer(payload, dtype=np.uint8))
+        return self.ts.serialize_cdr(msg, fs.COMPRESSED_IMAGE_TYPE)
 
     def camera_info(self, frame: fs.Frame) -> bytes:
         c = frame.camera.camera_info_fields()
@@ -108,7 +121,7 @@ class _MessageFactory:
 def make_bag(data_dir, out_bag, *, storage='mcap', rate_hz=fs.DEFAULT_RATE_HZ,
              frame_id=fs.DEFAULT_FRAME_ID, fov_deg=None, masks='clean', strict=False,
              t0_ns=None, start_index=0, end_index=-1, problems=None, progress=True,
-             overwrite=False, log=print) -> BagSummary:
+             overwrite=False, log=print, image_format='raw') -> BagSummary:
     """Convert a dataset folder (asteroid or lunar layout) into a rosbag2 bag at `out_bag`.
 
     Images are read, converted and written one at a time. Raises FileExistsError when
@@ -123,6 +136,8 @@ def make_bag(data_dir, out_bag, *, storage='mcap', rate_hz=fs.DEFAULT_RATE_HZ,
         raise ValueError(f'storage must be one of {STORAGES}, not {storage!r}')
     if not rate_hz > 0:
         raise ValueError(f'rate_hz must be > 0, not {rate_hz}')
+    if image_format not in IMAGE_FORMATS:
+        raise ValueError(f'image_format must be one of {IMAGE_FORMATS}, not {image_format!r}')
     layout = fs.detect_layout(data_dir)
     if layout == 'bag':
         raise ValueError(f'{data_dir} is already a bag; give a dataset folder')
@@ -164,7 +179,11 @@ def make_bag(data_dir, out_bag, *, storage='mcap', rate_hz=fs.DEFAULT_RATE_HZ,
     try:
         qos = _qos_profiles()
         kw = dict(typestore=typestore, offered_qos_profiles=qos)
-        c_image = writer.add_connection(fs.IMAGE_TOPIC, fs.IMAGE_TYPE, **kw)
+        if image_format == 'raw':
+            c_image = writer.add_connection(fs.IMAGE_TOPIC, fs.IMAGE_TYPE, **kw)
+        else:
+            c_image = writer.add_connection(fs.IMAGE_TOPIC + fs.COMPRESSED_SUFFIX,
+                                            fs.COMPRESSED_IMAGE_TYPE, **kw)
         c_info = writer.add_connection(fs.CAMERA_INFO_TOPIC, fs.CAMERA_INFO_TYPE, **kw)
         if layout == 'asteroid':
             c_centroid = writer.add_connection(fs.CENTROID_TRUTH_TOPIC, fs.POINT_TYPE, **kw)
@@ -175,7 +194,12 @@ def make_bag(data_dir, out_bag, *, storage='mcap', rate_hz=fs.DEFAULT_RATE_HZ,
         with bar:
             for frame in frames:
                 t = frame.stamp_ns
-                writer.write(c_image, t, factory.image(frame, frame.image, frame.encoding))
+                if image_format == 'raw':
+                    image = factory.image(frame, frame.image, frame.encoding)
+                else:
+                    image = factory.compressed_image(frame, frame.image, frame.encoding,
+                                                     image_format)
+                writer.write(c_image, t, image)
                 writer.write(c_info, t, factory.camera_info(frame))
                 n_messages += 2
                 if layout == 'asteroid':

@@ -9,7 +9,10 @@ file), dataset folders with OpenCV. One frame at a time is held in memory.
 Layouts (see DEVELOPERS.md, "Datasets"):
   asteroid  DIR/labels.csv + DIR/images/*.png           -> mono8 image, centroid truth
   lunar     DIR/images/render/renderNNNN.png + masks     -> rgb8 image, hazard + class truth
-  bag       DIR/metadata.yaml (+ .mcap / .db3), or a bare .mcap / .db3 file
+  bag       DIR/metadata.yaml (+ .mcap / .db3), or a bare .mcap / .db3 file; camera frames
+            as sensor_msgs/Image or sensor_msgs/CompressedImage (PNG or JPEG, decoded by
+            core/compressed_image.py), on image_topic or, when the bag only has that,
+            image_topic/compressed (as image_transport's compressed transport records them)
 
 Problems (missing image, malformed CSV row, unreadable PNG, unknown mask colour, a truncated or
 corrupt bag) go through `data/problems.py`: skipped and summarised by default, raised at the
@@ -49,6 +52,8 @@ DEFAULT_FRAME_ID = 'camera_optical_frame'
 FOV_COLUMNS = ('fov_deg', 'hfov_deg', 'fov')
 
 IMAGE_TYPE = 'sensor_msgs/msg/Image'
+COMPRESSED_IMAGE_TYPE = 'sensor_msgs/msg/CompressedImage'
+COMPRESSED_SUFFIX = '/compressed'     # image_transport's topic for the compressed transport
 CAMERA_INFO_TYPE = 'sensor_msgs/msg/CameraInfo'
 POINT_TYPE = 'geometry_msgs/msg/PointStamped'
 
@@ -336,12 +341,24 @@ def _stamp_ns_of(msg) -> int:
     return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
 
 
+def bag_image_topic(topics, image_topic=IMAGE_TOPIC) -> str:
+    """The topic to read camera frames from: `image_topic`, or when the bag lacks it and holds
+    `image_topic`/compressed (a camera recorded through image_transport's compressed
+    transport), that one."""
+    topics = set(topics)
+    compressed = image_topic.rstrip('/') + COMPRESSED_SUFFIX
+    if image_topic not in topics and compressed in topics:
+        return compressed
+    return image_topic
+
+
 def bag_frame_count(path, image_topic=IMAGE_TOPIC) -> int | None:
     """Number of image messages the bag's metadata promises (None when unknown)."""
     from rosbags.rosbag2 import Reader
     try:
         with Reader(path) as reader:
-            return sum(c.msgcount for c in reader.connections if c.topic == image_topic)
+            topic = bag_image_topic((c.topic for c in reader.connections), image_topic)
+            return sum(c.msgcount for c in reader.connections if c.topic == topic)
     except Exception:   # noqa: BLE001 - the frame iterator reports the real problem
         return None
 
@@ -357,10 +374,15 @@ def bag_topics(path) -> set:
 
 
 def _image_from_msg(msg):
+    """(array, encoding) of an Image or a CompressedImage (PNG/JPEG) message; ValueError
+    (core.image_codec.ImageRejected) when it cannot be decoded."""
+    if hasattr(msg, 'format') and not hasattr(msg, 'encoding'):     # CompressedImage
+        from spacenav_perception.core.compressed_image import decode_compressed
+        return decode_compressed(msg.format, msg.data)
     from spacenav_perception.core.image_codec import image_to_array
     array = image_to_array(msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian,
                            msg.data)
-    return array
+    return array, msg.encoding
 
 
 def _camera_from_msg(msg) -> CameraModel:
@@ -376,17 +398,15 @@ def iter_bag_frames(path, *, start_index=0, end_index=-1, problems=None, strict=
     """Frames of a rosbag2 bag: messages grouped by header stamp, one frame per image.
 
     Messages of one frame share a header stamp; they are assembled while reading in log-time
-    order (a few frames may be open at once). A frame without an image (truth only) is
-    recorded as a problem. A bag that cannot be opened, or that breaks off while reading,
+    order (a few frames may be open at once). Frames are read from `image_topic`, or from
+    `image_topic`/compressed when only that is recorded (`bag_image_topic`). A frame without
+    an image (truth only) is recorded as a problem. A bag that cannot be opened, or that breaks off while reading,
     is recorded as one problem ('bad_bag') and iteration stops there.
     """
     from rosbags.rosbag2 import Reader
     path = Path(path)
     problems = make_problems(strict, problems)
     typestore = jazzy_typestore()
-    topics = {image_topic: 'image', camera_info_topic: 'camera',
-              centroid_truth_topic: 'centroid', hazard_truth_topic: 'hazard',
-              segmentation_truth_topic: 'segmentation'}
     try:
         reader = Reader(path)
         reader.open()
@@ -396,6 +416,10 @@ def iter_bag_frames(path, *, start_index=0, end_index=-1, problems=None, strict=
             hint = ' (no metadata.yaml: the bag is incomplete, e.g. an interrupted conversion)'
         _record(problems, 'bad_bag', path, f'bag cannot be opened: {exc}{hint}')
         return
+    image_topic = bag_image_topic((c.topic for c in reader.connections), image_topic)
+    topics = {image_topic: 'image', camera_info_topic: 'camera',
+              centroid_truth_topic: 'centroid', hazard_truth_topic: 'hazard',
+              segmentation_truth_topic: 'segmentation'}
     state = {'index': 0}
     pending: dict[int, dict] = {}     # stamp_ns -> parts, insertion ordered
 
@@ -410,12 +434,12 @@ def iter_bag_frames(path, *, start_index=0, end_index=-1, problems=None, strict=
             return None
         img_msg = parts['image']
         try:
-            image = _image_from_msg(img_msg)
+            image, encoding = _image_from_msg(img_msg)
         except ValueError as exc:
             _record(problems, 'bad_image', f'{path}@{stamp_ns}', str(exc))
             return None
         frame = Frame(index=index, stamp_ns=stamp_ns, name=f'frame_{index:06d}', image=image,
-                      encoding=img_msg.encoding, frame_id=img_msg.header.frame_id)
+                      encoding=encoding, frame_id=img_msg.header.frame_id)
         if 'camera' in parts:
             frame.camera = _camera_from_msg(parts['camera'])
         if 'centroid' in parts:
@@ -424,7 +448,7 @@ def iter_bag_frames(path, *, start_index=0, end_index=-1, problems=None, strict=
         for key in ('hazard', 'segmentation'):
             if key in parts:
                 try:
-                    setattr(frame, key, _image_from_msg(parts[key]))
+                    setattr(frame, key, _image_from_msg(parts[key])[0])
                 except ValueError as exc:
                     _record(problems, 'bad_image', f'{path}@{stamp_ns}:{key}', str(exc))
         return frame

@@ -30,6 +30,11 @@ def register(subparsers) -> None:
                       help='rosbag2 storage plugin (Jazzy default: mcap)')
     make.add_argument('--rate-hz', type=float, default=10.0,
                       help='frame rate of the recorded timeline (stamp spacing)')
+    make.add_argument('--image-format', choices=('raw', 'png', 'jpeg'), default='raw',
+                      help='camera frames as sensor_msgs/Image on /camera/image_raw (raw), or '
+                           'as sensor_msgs/CompressedImage on /camera/image_raw/compressed '
+                           '(png: lossless, jpeg: quality 95, lossy); replay_node and the '
+                           'readers decode either')
     make.add_argument('--frame-id', default='camera_optical_frame', help='header frame_id')
     make.add_argument('--fov-deg', type=float, default=None,
                       help='horizontal field of view for CameraInfo; default: meta.csv '
@@ -63,7 +68,7 @@ def run_make(args) -> int:
                            frame_id=args.frame_id, fov_deg=args.fov_deg, masks=args.masks,
                            strict=args.strict, t0_ns=t0_ns, start_index=args.start_index,
                            end_index=args.end_index, overwrite=args.overwrite,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, image_format=args.image_format)
     except DataError as exc:
         print(f'spacenav bag make: stopped at the first data problem (--strict): {exc}',
               file=sys.stderr)

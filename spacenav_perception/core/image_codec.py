@@ -127,7 +127,7 @@ def _as_int(value, field: str, reason: str) -> int:
     return result
 
 
-def _as_byte_buffer(data) -> np.ndarray:
+def as_byte_buffer(data) -> np.ndarray:
     """A flat uint8 numpy view on `data` (copy only for sequences that are not buffers)."""
     if isinstance(data, np.ndarray):
         if data.dtype == np.uint8 and data.ndim == 1 and data.flags.c_contiguous:
@@ -176,7 +176,7 @@ def image_to_array(encoding, height, width, step, is_bigendian, data, *,
         raise ImageRejected(
             'step_too_small', f'image step {step} bytes is smaller than one row of '
             f'{width} {encoding} pixels ({row_bytes} bytes)')
-    buf = _as_byte_buffer(data)
+    buf = as_byte_buffer(data)
     if buf.size != step * height:
         raise ImageRejected(
             'data_length', f'image data holds {buf.size} bytes but step {step} x height {height} '

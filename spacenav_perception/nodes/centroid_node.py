@@ -1,6 +1,7 @@
 """centroid_node: asteroid centroid (and line of sight) from camera images.
 
-Subscribes:  image_topic (sensor_msgs/Image), camera_info_topic (sensor_msgs/CameraInfo)
+Subscribes:  image_topic (sensor_msgs/Image; or image_topic/compressed, CompressedImage, with
+             image_transport:=compressed), camera_info_topic (sensor_msgs/CameraInfo)
 Publishes:   /centroid          geometry_msgs/PointStamped  x, y = centroid in full-resolution
                                 input pixels (x right, y down, (0, 0) = centre of the top-left
                                 pixel); z = confidence in [0, 1] (1 for models without an

@@ -1,6 +1,7 @@
 """hazard_node: terrain segmentation, hazard mask and safe landing site from camera images.
 
-Subscribes:  image_topic (sensor_msgs/Image)
+Subscribes:  image_topic (sensor_msgs/Image; or image_topic/compressed, CompressedImage, with
+             image_transport:=compressed)
 Publishes (all with the image's header, at the image's resolution):
              /hazard_mask         mono8: 255 = hazard (a class in hazard_classes), 0 = not
              /segmentation        mono8 class ids: 0 ground, 1 small rock, 2 large rock, 3 sky

@@ -17,6 +17,7 @@ import numpy as np
 from sensor_msgs.msg import Image
 
 from spacenav_perception.core import image_codec
+from spacenav_perception.core.compressed_image import decode_compressed
 from spacenav_perception.core.image_codec import ImageRejected  # noqa: F401  (re-export)
 
 # Generated message classes keep field values in slots named '_' + field; the C converter
@@ -28,6 +29,13 @@ def image_to_array(msg: Image, max_pixels: int) -> np.ndarray:
     """The image as a numpy view on msg.data ((H, W) or (H, W, C)); raises ImageRejected."""
     return image_codec.image_to_array(msg.encoding, msg.height, msg.width, msg.step,
                                       msg.is_bigendian, msg.data, max_pixels=max_pixels)
+
+
+def decompress(msg, max_pixels: int):
+    """(Image, array) of a sensor_msgs/CompressedImage (PNG or JPEG): the decoded pixels and
+    an Image with the same header around them (no copy); raises ImageRejected."""
+    array, encoding = decode_compressed(msg.format, msg.data, max_pixels=max_pixels)
+    return make_image(msg.header, array, encoding), array
 
 
 def set_data(msg: Image, data) -> None:

@@ -11,7 +11,9 @@
 
 Per frame: the subscription callback counts the frame and hands it to the LatestFrameWorker
 (frame_worker.py); the worker thread decodes it with core.image_codec (a numpy view on the
-message buffer, no copy), calls process_frame and counts the outcome in NodeHealth:
+message buffer, no copy) or, with image_transport:=compressed, core.compressed_image (a
+CompressedImage on image_topic/compressed becomes an Image with the same header), calls
+process_frame and counts the outcome in NodeHealth:
 ImageRejected -> rejected[reason] + throttled warning; any other exception -> errors +
 throttled warning (the node carries on). A mono16 frame with samples above the declared
 `mono16_bits` is processed (clipped) and counted as input_warnings['mono16_over_range'].
@@ -23,17 +25,18 @@ Keyword arguments are passed on to rclpy.node.Node (parameter_overrides, cli_arg
 import time
 
 from rclpy.node import Node
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 
 from spacenav_perception.core.image_codec import ImageRejected, check_mono16_bits, over_range
 
 from .frame_worker import LatestFrameWorker
-from .image_msgs import image_to_array
+from .image_msgs import decompress, image_to_array
 from .node_health import NodeHealth
-from .params import NodeConfigError, declare
+from .params import NodeConfigError, choice, declare
 from .qos import declare_image_qos, output_qos
 
 DEFAULT_MAX_PIXELS = 8192 * 8192
+TRANSPORTS = ('raw', 'compressed')
 
 
 class ImageNode(Node):
@@ -51,6 +54,14 @@ class ImageNode(Node):
                                   '(too_large) before their data is touched')
         if self.max_pixels < 1:
             raise NodeConfigError(f'parameter max_pixels={self.max_pixels} must be >= 1')
+        self.image_transport = choice('image_transport', declare(
+            self, 'image_transport', 'raw',
+            'raw: sensor_msgs/Image on image_topic; compressed: sensor_msgs/CompressedImage '
+            '(PNG or JPEG) on image_topic + /compressed, as image_transport\'s compressed '
+            'transport publishes it'), TRANSPORTS)
+        self.compressed = self.image_transport == 'compressed'
+        self.input_topic = (self.image_topic.rstrip('/') + '/compressed' if self.compressed
+                            else self.image_topic)
         self.mono16_bits = declare(self, 'mono16_bits', 16,
                                    'Significant (low) bits of mono16 images: samples are scaled '
                                    'by 1 / (2^bits - 1). 16 = the whole range, as sensor_msgs '
@@ -63,7 +74,7 @@ class ImageNode(Node):
             raise NodeConfigError(f'parameter mono16_bits: {exc}') from None
         self.image_qos = declare_image_qos(self)
         self.output_qos = output_qos(self.image_qos.depth)   # for output images
-        self.health = NodeHealth(self, topic=self.resolve_topic_name(self.image_topic), task=task)
+        self.health = NodeHealth(self, topic=self.resolve_topic_name(self.input_topic), task=task)
         self._worker = None
         self._subscription = None
 
@@ -126,14 +137,16 @@ class ImageNode(Node):
         """Start the worker and subscribe (call at the end of the subclass constructor)."""
         self._worker = LatestFrameWorker(self._process, self.health.count_dropped,
                                          name=f'{self.get_name()}-frames')
-        self._subscription = self.create_subscription(Image, self.image_topic, self._on_image,
-                                                      self.image_qos)
+        self._subscription = self.create_subscription(
+            CompressedImage if self.compressed else Image, self.input_topic, self._on_image,
+            self.image_qos)
         self.get_logger().info(f'listening on {self.health.topic} '
-                               f'({self.image_qos.reliability.name.lower()}, '
+                               f'({"CompressedImage, " if self.compressed else ""}'
+                               f'{self.image_qos.reliability.name.lower()}, '
                                f'depth {self.image_qos.depth})')
 
     # ------------------------------------------------------------------ per frame
-    def _on_image(self, msg: Image) -> None:
+    def _on_image(self, msg) -> None:
         self.health.count_received()
         self._worker.submit((msg, time.perf_counter()))
 
@@ -141,7 +154,10 @@ class ImageNode(Node):
         msg, received_at = item
         health = self.health
         try:
-            image = image_to_array(msg, self.max_pixels)
+            if self.compressed:     # decoded here, in the worker, never in the callback
+                msg, image = decompress(msg, self.max_pixels)
+            else:
+                image = image_to_array(msg, self.max_pixels)
             if self.mono16_bits != 16 and over_range(image, msg.encoding, self.mono16_bits):
                 health.count_input_warning(
                     'mono16_over_range', f'mono16 samples up to {int(image.max())} exceed '

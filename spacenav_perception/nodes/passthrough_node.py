@@ -3,7 +3,8 @@
 Same subscription, QoS, latest-frame worker, decoding/validation and /diagnostics as the
 perception nodes, no model: the cost of the ROS plumbing alone.
 
-Subscribes: image_topic (sensor_msgs/Image)   Publishes: output_topic (the same message)
+Subscribes: image_topic (sensor_msgs/Image, or CompressedImage with image_transport:=compressed)
+Publishes: output_topic (the same Image; a compressed frame decoded into one)
 """
 from sensor_msgs.msg import Image
 

@@ -6,6 +6,8 @@ import zlib
 import cv2
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from spacenav_perception.core import compressed_image
 from spacenav_perception.core.compressed_image import (decode_compressed, encode_compressed,
@@ -129,3 +131,38 @@ def test_max_pixels_is_the_callers():
     with pytest.raises(ImageRejected, match='limit of 99 pixels'):
         decode_compressed('png', data, max_pixels=99)
     assert decode_compressed('png', data, max_pixels=100)[0].shape == (10, 10)
+
+
+def _valid_streams():
+    rows, cols = np.mgrid[:48, :64]
+    mono = ((rows * 3 + cols * 2) % 256).astype(np.uint8)
+    colour = np.dstack([mono, mono[::-1], 255 - mono])
+    return [encode_compressed(a, e, c)[1] for a, e in ((mono, 'mono8'), (colour, 'bgr8'))
+            for c in ('png', 'jpeg')]
+
+
+VALID_STREAMS = _valid_streams()
+REASONS = {'bad_data', 'unsupported_format', 'too_large', 'zero_size', 'decode_failed',
+           'unsupported_encoding'}
+
+
+@settings(max_examples=300, deadline=None)
+@given(which=st.integers(0, len(VALID_STREAMS) - 1), cut=st.integers(0, 4000),
+       flips=st.lists(st.tuples(st.integers(0, 4000), st.integers(0, 255)), max_size=6),
+       fmt=st.sampled_from(['png', 'jpeg', 'mono8; png compressed ', 'rgb8; jpeg compressed bgr8',
+                            'bayer_rggb8; png compressed ', '']))
+def test_damaged_streams_decode_or_are_rejected(which, cut, flips, fmt):
+    """Truncated or bit-flipped PNG/JPEG streams never raise anything but ImageRejected with a
+    known reason; what decodes has the size its header declares."""
+    data = bytearray(VALID_STREAMS[which][:max(cut, 1)] if cut else VALID_STREAMS[which])
+    for pos, value in flips:
+        if pos < len(data):
+            data[pos] = value
+    try:
+        array, encoding = decode_compressed(fmt, bytes(data), max_pixels=10_000)
+    except ImageRejected as exc:
+        assert exc.reason in REASONS, exc.reason
+        return
+    codec, width, height = stream_size(bytes(data))
+    assert array.shape[:2] == (height, width)
+    assert encoding in ('mono8', 'bgr8', 'bgra8', 'mono16', 'bayer_rggb8')

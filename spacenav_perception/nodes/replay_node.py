@@ -51,7 +51,9 @@ PARAMETERS = (
                           '(the stamp in the bag / t0 + i / dataset_rate_hz for folders)'),
     ('qos_reliability', 'reliable', 'Publisher reliability: reliable or best_effort'),
     ('qos_depth', 10, 'Publisher queue depth (keep last N)'),
-    ('image_topic', fs.IMAGE_TOPIC, 'Image output topic (sensor_msgs/Image)'),
+    ('image_topic', fs.IMAGE_TOPIC, 'Image output topic (sensor_msgs/Image); bags are read from '
+                                    'this topic, or from its /compressed sibling '
+                                    '(CompressedImage, decoded) when the bag has only that'),
     ('camera_info_topic', fs.CAMERA_INFO_TOPIC, 'CameraInfo output topic'),
     ('centroid_truth_topic', fs.CENTROID_TRUTH_TOPIC,
      'Centroid truth output topic (geometry_msgs/PointStamped, pixels)'),

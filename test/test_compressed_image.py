@@ -126,6 +126,11 @@ def test_sixteen_bit_colour_is_rejected_with_the_reason():
     assert info.value.reason == 'unsupported_encoding' and 'uint16' in info.value.message
 
 
+def test_sixteen_bit_frames_are_not_squeezed_into_jpeg():
+    with pytest.raises(ValueError, match='needs png'):
+        encode_compressed(np.full((4, 4), 40000, np.uint16), 'mono16', 'jpeg')
+
+
 def test_max_pixels_is_the_callers():
     _, data = encode_compressed(np.zeros((10, 10), np.uint8), 'mono8')
     with pytest.raises(ImageRejected, match='limit of 99 pixels'):

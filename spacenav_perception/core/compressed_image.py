@@ -141,6 +141,9 @@ def encode_compressed(array: np.ndarray, encoding: str, codec: str = 'png',
                              else cv2.COLOR_RGBA2BGRA)
     if codec not in ('png', 'jpeg'):
         raise ValueError(f'codec must be png or jpeg, not {codec!r}')
+    if codec == 'jpeg' and array.dtype != np.uint8:   # OpenCV would clip it to 8 bits
+        raise ValueError(f'JPEG holds 8-bit samples only; a {encoding} ({array.dtype}) frame '
+                         'needs png')
     params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if codec == 'jpeg' else []
     ok, payload = cv2.imencode('.png' if codec == 'png' else '.jpg', array, params)
     if not ok:

@@ -3,7 +3,8 @@
 The reference model (nets.reference, 'centroid') returns the intensity-weighted mean pixel of
 what it sees, so the node's answer is known exactly: the weighted centroid of the image as
 the model input (mono8 / 255, mono16 / 65535, colour -> BT.601 luma, 32FC1 clipped to [0, 1],
-bayer_rggb8 -> OpenCV's demosaiced luma, yuyv -> luma of its BT.601 video-range RGB).
+bayer_rggb8 -> OpenCV's demosaiced luma, yuyv -> luma of its BT.601 video-range RGB, 16-bit
+colour and Bayer -> the same on the 16-bit samples / 65535).
 """
 import math
 
@@ -23,7 +24,8 @@ from spacenav_perception.nodes.image_msgs import image_from_array
 HEIGHT, WIDTH = 48, 64
 TOLERANCE_PX = 0.05
 _GRAY = {'rgb8': cv2.COLOR_RGB2GRAY, 'bgr8': cv2.COLOR_BGR2GRAY,
-         'rgba8': cv2.COLOR_RGBA2GRAY, 'bgra8': cv2.COLOR_BGRA2GRAY}
+         'rgba8': cv2.COLOR_RGBA2GRAY, 'bgra8': cv2.COLOR_BGRA2GRAY,
+         'rgb16': cv2.COLOR_RGB2GRAY, 'bgra16': cv2.COLOR_BGRA2GRAY}
 
 
 def weighted_centroid(weights: np.ndarray):
@@ -48,12 +50,13 @@ def blob_image(encoding: str, seed: int):
     if encoding == '32FC1':
         img = (blob * 1.1 - 0.05).astype(np.float32)      # values outside [0, 1] are clipped
         return img, np.clip(img.astype(np.float64), 0, 1)
+    full, dtype = (65535, np.uint16) if encoding.endswith('16') else (255, np.uint8)
     if encoding.startswith('bayer_'):    # a colour-filter camera's raw frame: demosaiced luma
         tint = rng.uniform(0.3, 1.0, 3)
-        rgb = np.round(blob[..., None] * tint * 255).astype(np.uint8)
+        rgb = np.round(blob[..., None] * tint * full).astype(dtype)
         raw = rgb[..., 1].copy()
         raw[0::2, 0::2], raw[1::2, 1::2] = rgb[0::2, 0::2, 0], rgb[1::2, 1::2, 2]   # R G / G B
-        return raw, cv2.cvtColor(raw, cv2.COLOR_BayerBG2GRAY) / 255.0
+        return raw, cv2.cvtColor(raw, cv2.COLOR_BayerBG2GRAY) / full
     if encoding == 'yuyv':    # a USB camera's packed 4:2:2 frame with a colour tint
         y = np.round(40 + 170 * blob).astype(np.uint8)
         u, v = rng.integers(118, 139, 2)          # chroma small enough that nothing clips
@@ -61,10 +64,10 @@ def blob_image(encoding: str, seed: int):
         frame[..., 0] = y
         frame[:, 0::2, 1], frame[:, 1::2, 1] = u, v
         return frame, 1.164 * (y - 16.0) / 255.0  # BT.601 video range: luma = 1.164 (Y - 16)
-    channels = 4 if encoding in ('rgba8', 'bgra8') else 3
+    channels = 4 if encoding.startswith(('rgba', 'bgra')) else 3
     tint = rng.uniform(0.3, 1.0, channels)
-    img = np.round(blob[..., None] * tint * 255).astype(np.uint8)
-    return img, cv2.cvtColor(img, _GRAY[encoding]) / 255.0
+    img = np.round(blob[..., None] * tint * full).astype(dtype)
+    return img, cv2.cvtColor(img, _GRAY[encoding]) / full
 
 
 @pytest.fixture(scope='module')
@@ -104,7 +107,9 @@ CASES = [('mono8', {}), ('mono8', {'step': WIDTH + 5}), ('mono16', {'is_bigendia
          ('mono16', {'is_bigendian': True}), ('rgb8', {}), ('rgb8', {'step': WIDTH * 3 + 2}),
          ('bgr8', {}), ('rgba8', {}), ('bgra8', {}), ('32FC1', {}),
          ('32FC1', {'is_bigendian': True}), ('bayer_rggb8', {}),
-         ('bayer_rggb8', {'step': WIDTH + 3}), ('yuyv', {}), ('yuyv', {'step': WIDTH * 2 + 4})]
+         ('bayer_rggb8', {'step': WIDTH + 3}), ('yuyv', {}), ('yuyv', {'step': WIDTH * 2 + 4}),
+         ('rgb16', {'is_bigendian': True}), ('bgra16', {'step': WIDTH * 8 + 6}),
+         ('bayer_rggb16', {'is_bigendian': True})]
 
 
 @pytest.mark.parametrize('encoding,layout', CASES,

@@ -42,14 +42,13 @@ def bt601_video_rgb(y, u, v):
 def sample_array(encoding, h=5, w=7):
     if encoding in YUV422_TO_RGB:       # two bytes per pixel, an even width
         return RNG.integers(0, 256, (h, w + w % 2, 2), dtype=np.uint8)
-    if encoding == 'mono8' or encoding.startswith('bayer_'):
-        return RNG.integers(0, 256, (h, w), dtype=np.uint8)
-    if encoding == 'mono16':
-        return RNG.integers(0, 65536, (h, w), dtype=np.uint16)
     if encoding == '32FC1':
         return RNG.random((h, w), dtype=np.float32)
-    channels = 4 if encoding in ('rgba8', 'bgra8') else 3
-    return RNG.integers(0, 256, (h, w, channels), dtype=np.uint8)
+    top, dtype = (65536, np.uint16) if encoding.endswith('16') else (256, np.uint8)
+    if encoding.startswith(('mono', 'bayer_')):
+        return RNG.integers(0, top, (h, w), dtype=dtype)
+    channels = 4 if encoding.startswith(('rgba', 'bgra')) else 3
+    return RNG.integers(0, top, (h, w, channels), dtype=dtype)
 
 
 def padded_bytes(arr, pad, big_endian=False):
@@ -272,3 +271,58 @@ def test_yuv422_of_odd_width_is_rejected(encoding):
     assert info.value.reason == 'odd_width'
     with pytest.raises(ValueError, match='even width'):
         to_rgb_u8(np.zeros((2, 5, 2), np.uint8), encoding)
+
+
+SIXTEEN_BIT_COLOUR = ('rgb16', 'bgr16', 'rgba16', 'bgra16')
+
+
+def in_channel_order(rgb: np.ndarray, encoding: str) -> np.ndarray:
+    """An (H, W, 3) RGB array laid out as `encoding` (BGR swapped, an alpha channel added)."""
+    out = rgb[..., ::-1] if encoding.startswith('bgr') else rgb
+    if encoding.endswith('a16') or encoding.endswith('a8'):
+        out = np.concatenate([out, np.full(rgb.shape[:2] + (1,), 12345, rgb.dtype)], axis=2)
+    return np.ascontiguousarray(out)
+
+
+@pytest.mark.parametrize('encoding', SIXTEEN_BIT_COLOUR)
+@pytest.mark.parametrize('big_endian', [False, True])
+def test_sixteen_bit_colour_converts_at_full_scale(encoding, big_endian):
+    """16-bit colour is read over the whole 0..65535 range in either byte order: float paths keep
+    the 16-bit precision, 8-bit paths keep the top byte, alpha is dropped, BGR swapped."""
+    rgb = RNG.integers(0, 65536, (5, 6, 3), dtype=np.uint16)
+    data, step = padded_bytes(in_channel_order(rgb, encoding), pad=2, big_endian=big_endian)
+    frame = image_to_array(encoding, 5, 6, step, int(big_endian), data)
+    luma = rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    np.testing.assert_allclose(to_rgb_float(frame, encoding), rgb / 65535.0, atol=1e-6)
+    np.testing.assert_allclose(to_mono_float(frame, encoding), luma / 65535.0, atol=1e-5)
+    np.testing.assert_array_equal(to_rgb_u8(frame, encoding), rgb >> 8)
+    np.testing.assert_allclose(to_mono_u8(frame, encoding), luma / 256.0, atol=1.01)
+    channels = 4 if encoding.startswith(('rgba', 'bgra')) else 3
+    assert full_scale(encoding) == 65535.0 and bytes_per_pixel(encoding) == 2 * channels
+
+
+def test_dark_sixteen_bit_colour_is_not_lost_in_the_float_paths():
+    """A dim 16-bit frame (every sample under 256, as an underexposed sensor gives) keeps its
+    picture in the float conversions although its top byte is 0."""
+    rgb = RNG.integers(0, 256, (4, 4, 3), dtype=np.uint16)
+    assert not to_rgb_u8(rgb, 'rgb16').any()
+    assert np.ptp(to_mono_float(rgb, 'rgb16')) > 50 / 65535.0
+
+
+@pytest.mark.parametrize('encoding', sorted(BAYER_CELLS))
+def test_sixteen_bit_bayer_patterns_demosaic_to_their_colours(encoding):
+    """bayer_*16: the same patterns as the 8-bit names, demosaiced on the 16-bit samples."""
+    encoding16 = encoding[:-1] + '16'
+    colour = np.array([51200, 25700, 7690], np.uint16)
+    raw = mosaic(np.broadcast_to(colour, (8, 10, 3)), encoding)
+    data, step = padded_bytes(raw, pad=4, big_endian=True)
+    raw = image_to_array(encoding16, 8, 10, step, 1, data)
+    assert raw.dtype == np.dtype('>u2')
+    np.testing.assert_allclose(to_rgb_float(raw, encoding16)[2:-2, 2:-2],
+                               np.broadcast_to(colour / 65535.0, (4, 6, 3)), atol=1e-6)
+    np.testing.assert_array_equal(to_rgb_u8(raw, encoding16)[2:-2, 2:-2],
+                                  np.broadcast_to(colour >> 8, (4, 6, 3)))
+    luma = float(colour @ np.array([0.299, 0.587, 0.114]))
+    np.testing.assert_allclose(to_mono_float(raw, encoding16)[2:-2, 2:-2], luma / 65535.0,
+                               atol=2e-5)
+    np.testing.assert_allclose(to_mono_u8(raw, encoding16)[2:-2, 2:-2], luma / 256.0, atol=1.01)

@@ -317,6 +317,28 @@ def test_preprocess_converts_yuv422_frames(channels):
                            Preprocessor(manifest, 'cpu')(raw, 'yuyv'))   # byte order matters
 
 
+@pytest.mark.parametrize('channels', [1, 3])
+def test_preprocess_keeps_sixteen_bit_colour_precision(channels):
+    """16-bit colour and Bayer frames reach the model from their 16-bit samples (scaled by
+    1 / 65535), not from their top byte: a dim frame whose samples are all under 256 still
+    reaches the model as a picture."""
+    from spacenav_perception.core.image_codec import to_mono_float, to_rgb_float, to_rgb_u8
+    manifest = ModelManifest(name='t', task='segmentation', arch='t', output='logits_nchw',
+                             class_names=['a', 'b'],
+                             input=InputSpec(height=12, width=16, channels=channels))
+    dim = RNG.integers(0, 256, (12, 16, 3), dtype=np.uint16)
+    raw = RNG.integers(0, 256, (12, 16), dtype=np.uint16)
+    for frame, encoding in ((dim, 'rgb16'), (dim[..., ::-1].copy(), 'bgr16'),
+                            (raw, 'bayer_gbrg16')):
+        got = Preprocessor(manifest, 'cpu')(frame, encoding).clone()
+        if channels == 1:
+            want = torch.from_numpy(to_mono_float(frame, encoding))[None]
+        else:
+            want = torch.from_numpy(to_rgb_float(frame, encoding)).permute(2, 0, 1)
+        torch.testing.assert_close(got[0], want, atol=1.5 / 65535, rtol=0)
+        assert float(got.max()) > 0 and not to_rgb_u8(frame, encoding).any()
+
+
 def test_preprocess_mono16_bits_scales_and_clips():
     """mono16_bits=12: samples above 4095 clipped, area-resized, / 4095."""
     manifest = ModelManifest(name='t', task='centroid', arch='t', output='xy_norm_logit',

@@ -26,6 +26,13 @@ Conversions: `to_mono_float` / `to_rgb_float` give float32 in [0, 1] (mono16 / 6
 clipped, colour -> BT.601 luminance, alpha dropped, Bayer demosaiced, YUV 4:2:2 converted to
 RGB first); `to_mono_u8` / `to_rgb_u8` are the cheap 8-bit paths (views or one cv2 call for
 8-bit sources; two for YUV -> mono, whose luma is that of the converted RGB).
+`to_mono_samples` / `to_rgb_samples` convert colour, Bayer and YUV frames keeping the sample
+type (uint8 or uint16), for callers that scale by `FULL_SCALE` themselves.
+
+16-bit colour (`rgb16`, `bgr16`, `rgba16`, `bgra16`) and 16-bit raw Bayer (`bayer_rggb16`, ...):
+sensor_msgs defines them over the whole 0..65535 range, and so do these conversions (OpenCV
+demosaics and converts 16-bit samples directly; the 8-bit paths keep the top byte).
+`mono16_bits` applies to mono16 only.
 
 Packed YUV 4:2:2 (`uyvy` and `yuyv`, and their deprecated ROS names `yuv422` and `yuv422_yuy2`,
 as USB/V4L2 camera drivers publish them): two bytes per pixel, converted by OpenCV with the
@@ -47,7 +54,9 @@ import cv2
 import numpy as np
 
 SUPPORTED_ENCODINGS = ('mono8', 'mono16', 'rgb8', 'bgr8', 'rgba8', 'bgra8', '32FC1',
+                       'rgb16', 'bgr16', 'rgba16', 'bgra16',
                        'bayer_rggb8', 'bayer_bggr8', 'bayer_gbrg8', 'bayer_grbg8',
+                       'bayer_rggb16', 'bayer_bggr16', 'bayer_gbrg16', 'bayer_grbg16',
                        'uyvy', 'yuyv', 'yuv422', 'yuv422_yuy2')
 
 # encoding -> (base dtype char, bytes per channel, channels)
@@ -59,10 +68,18 @@ _LAYOUT = {
     'rgba8': ('u1', 1, 4),
     'bgra8': ('u1', 1, 4),
     '32FC1': ('f4', 4, 1),
+    'rgb16': ('u2', 2, 3),
+    'bgr16': ('u2', 2, 3),
+    'rgba16': ('u2', 2, 4),
+    'bgra16': ('u2', 2, 4),
     'bayer_rggb8': ('u1', 1, 1),
     'bayer_bggr8': ('u1', 1, 1),
     'bayer_gbrg8': ('u1', 1, 1),
     'bayer_grbg8': ('u1', 1, 1),
+    'bayer_rggb16': ('u2', 2, 1),
+    'bayer_bggr16': ('u2', 2, 1),
+    'bayer_gbrg16': ('u2', 2, 1),
+    'bayer_grbg16': ('u2', 2, 1),
     'uyvy': ('u1', 1, 2),
     'yuyv': ('u1', 1, 2),
     'yuv422': ('u1', 1, 2),
@@ -70,21 +87,32 @@ _LAYOUT = {
 }
 # Full-scale value of each encoding's samples (what maps to 1.0).
 FULL_SCALE = {encoding: 255.0 for encoding, (base, _, _) in _LAYOUT.items() if base == 'u1'}
-FULL_SCALE.update({'mono16': 65535.0, '32FC1': 1.0})
+FULL_SCALE.update({encoding: 65535.0 for encoding, (base, _, _) in _LAYOUT.items()
+                   if base == 'u2'})
+FULL_SCALE['32FC1'] = 1.0
 MONO_ENCODINGS = ('mono8', 'mono16', '32FC1')
 MONO16_BITS_RANGE = (8, 16)     # significant bits a mono16 image may declare
-# Raw colour-filter-array frames (one 8-bit sample per pixel, the first two rows' filter colours
-# in the name), demosaiced by OpenCV. OpenCV names a pattern by the second row's second and
-# third pixels, so ROS's bayer_rggb8 is OpenCV's BayerBG (as cv_bridge maps them).
-BAYER_TO_RGB = {'bayer_rggb8': cv2.COLOR_BayerBG2RGB, 'bayer_bggr8': cv2.COLOR_BayerRG2RGB,
-                'bayer_gbrg8': cv2.COLOR_BayerGR2RGB, 'bayer_grbg8': cv2.COLOR_BayerGB2RGB}
-BAYER_TO_GRAY = {'bayer_rggb8': cv2.COLOR_BayerBG2GRAY, 'bayer_bggr8': cv2.COLOR_BayerRG2GRAY,
-                 'bayer_gbrg8': cv2.COLOR_BayerGR2GRAY, 'bayer_grbg8': cv2.COLOR_BayerGB2GRAY}
+# Raw colour-filter-array frames (one 8- or 16-bit sample per pixel, the first two rows' filter
+# colours in the name), demosaiced by OpenCV. OpenCV names a pattern by the second row's second
+# and third pixels, so ROS's bayer_rggb8 is OpenCV's BayerBG (as cv_bridge maps them).
+_BAYER_CV = {'rggb': 'BG', 'bggr': 'RG', 'gbrg': 'GR', 'grbg': 'GB'}
+BAYER_TO_RGB = {f'bayer_{ros}{bits}': getattr(cv2, f'COLOR_Bayer{cv}2RGB')
+                for ros, cv in _BAYER_CV.items() for bits in (8, 16)}
+BAYER_TO_GRAY = {f'bayer_{ros}{bits}': getattr(cv2, f'COLOR_Bayer{cv}2GRAY')
+                 for ros, cv in _BAYER_CV.items() for bits in (8, 16)}
 # Packed YUV 4:2:2, byte order in the name (ROS's deprecated yuv422 = uyvy, yuv422_yuy2 = yuyv).
 YUV422_TO_RGB = {'uyvy': cv2.COLOR_YUV2RGB_UYVY, 'yuv422': cv2.COLOR_YUV2RGB_UYVY,
                  'yuyv': cv2.COLOR_YUV2RGB_YUYV, 'yuv422_yuy2': cv2.COLOR_YUV2RGB_YUYV}
 # Encodings whose samples are not pixels' colours: one cv2 call turns them into RGB first.
 RAW_TO_RGB = {**BAYER_TO_RGB, **YUV422_TO_RGB}
+# Interleaved colour -> luma / -> RGB (8- and 16-bit samples alike).
+COLOUR_TO_GRAY = {'rgb8': cv2.COLOR_RGB2GRAY, 'bgr8': cv2.COLOR_BGR2GRAY,
+                  'rgba8': cv2.COLOR_RGBA2GRAY, 'bgra8': cv2.COLOR_BGRA2GRAY,
+                  'rgb16': cv2.COLOR_RGB2GRAY, 'bgr16': cv2.COLOR_BGR2GRAY,
+                  'rgba16': cv2.COLOR_RGBA2GRAY, 'bgra16': cv2.COLOR_BGRA2GRAY}
+COLOUR_TO_RGB = {'bgr8': cv2.COLOR_BGR2RGB, 'rgba8': cv2.COLOR_RGBA2RGB,
+                 'bgra8': cv2.COLOR_BGRA2RGB, 'bgr16': cv2.COLOR_BGR2RGB,
+                 'rgba16': cv2.COLOR_RGBA2RGB, 'bgra16': cv2.COLOR_BGRA2RGB}
 # BT.601 luma weights (the ones cv2.cvtColor uses), in R, G, B order.
 LUMA_RGB = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -274,46 +302,80 @@ def _mono16_u8(array: np.ndarray, bits: int) -> np.ndarray:
     return np.minimum(native >> (bits - 8), 255).astype(np.uint8)
 
 
+def _sixteen_bit(encoding: str) -> bool:
+    return _LAYOUT[encoding][0] == 'u2'
+
+
+def _top_byte(samples: np.ndarray) -> np.ndarray:
+    return (samples >> 8).astype(np.uint8)
+
+
+def to_mono_samples(array: np.ndarray, encoding: str) -> np.ndarray:
+    """(H, W) luma of a colour, Bayer or YUV frame in the frame's own sample type (uint8 or
+    uint16; full scale FULL_SCALE[encoding]): one cv2 call (two for YUV). Not for mono."""
+    _check_shape(array, encoding)
+    if encoding in MONO_ENCODINGS:
+        raise ValueError(f'{encoding} is already mono: use to_mono_u8 / to_mono_float')
+    if _sixteen_bit(encoding):
+        array = _native(array, np.uint16)
+    if encoding in BAYER_TO_GRAY:
+        return cv2.cvtColor(array, BAYER_TO_GRAY[encoding])
+    if encoding in YUV422_TO_RGB:   # luma of the converted RGB (full range), not the raw Y
+        return cv2.cvtColor(cv2.cvtColor(array, YUV422_TO_RGB[encoding]), cv2.COLOR_RGB2GRAY)
+    return cv2.cvtColor(array, COLOUR_TO_GRAY[encoding])
+
+
+def to_rgb_samples(array: np.ndarray, encoding: str) -> np.ndarray:
+    """(H, W, 3) RGB of a colour, Bayer or YUV frame in the frame's own sample type (uint8 or
+    uint16): a view for rgb8 (and native-order rgb16), one cv2 call otherwise. Not for mono."""
+    _check_shape(array, encoding)
+    if encoding in MONO_ENCODINGS:
+        raise ValueError(f'{encoding} is mono: use to_rgb_u8 / to_rgb_float')
+    if _sixteen_bit(encoding):
+        array = _native(array, np.uint16)
+    if encoding in ('rgb8', 'rgb16'):
+        return array
+    if encoding in RAW_TO_RGB:
+        return cv2.cvtColor(array, RAW_TO_RGB[encoding])
+    return cv2.cvtColor(array, COLOUR_TO_RGB[encoding])
+
+
 def to_mono_u8(array: np.ndarray, encoding: str, mono16_bits: int = 16) -> np.ndarray:
     """(H, W) uint8. A view for mono8; one cv2 call for 8-bit colour; scaled for mono16/32FC1
-    (mono16: its top 8 of `mono16_bits` significant bits, clipped)."""
+    (mono16: its top 8 of `mono16_bits` significant bits, clipped); 16-bit colour and Bayer:
+    the top byte of their luma."""
     _check_shape(array, encoding)
     if encoding == 'mono8':
         return array
     if encoding == 'mono16':
         return _mono16_u8(array, check_mono16_bits(mono16_bits))
-    if encoding in BAYER_TO_GRAY:
-        return cv2.cvtColor(array, BAYER_TO_GRAY[encoding])
-    if encoding in YUV422_TO_RGB:   # luma of the converted RGB (full range), not the raw Y
-        return cv2.cvtColor(cv2.cvtColor(array, YUV422_TO_RGB[encoding]), cv2.COLOR_RGB2GRAY)
     if encoding == '32FC1':
         f = np.clip(_native(array, np.float32), 0.0, 1.0)
         return np.rint(f * 255.0).astype(np.uint8)
-    code = {'rgb8': cv2.COLOR_RGB2GRAY, 'bgr8': cv2.COLOR_BGR2GRAY,
-            'rgba8': cv2.COLOR_RGBA2GRAY, 'bgra8': cv2.COLOR_BGRA2GRAY}[encoding]
-    return cv2.cvtColor(array, code)
+    mono = to_mono_samples(array, encoding)
+    return _top_byte(mono) if _sixteen_bit(encoding) else mono
 
 
 def to_rgb_u8(array: np.ndarray, encoding: str, mono16_bits: int = 16) -> np.ndarray:
-    """(H, W, 3) uint8 RGB. A view for rgb8; one cv2 call otherwise (mono replicated)."""
+    """(H, W, 3) uint8 RGB. A view for rgb8; one cv2 call otherwise (mono replicated); 16-bit
+    colour and Bayer: the top byte of their RGB."""
     _check_shape(array, encoding)
-    if encoding == 'rgb8':
-        return array
+    if encoding == 'mono8':
+        return cv2.cvtColor(array, cv2.COLOR_GRAY2RGB)
     if encoding in ('mono16', '32FC1'):
         return cv2.cvtColor(to_mono_u8(array, encoding, mono16_bits), cv2.COLOR_GRAY2RGB)
-    if encoding in RAW_TO_RGB:
-        return cv2.cvtColor(array, RAW_TO_RGB[encoding])
-    code = {'mono8': cv2.COLOR_GRAY2RGB, 'bgr8': cv2.COLOR_BGR2RGB,
-            'rgba8': cv2.COLOR_RGBA2RGB, 'bgra8': cv2.COLOR_BGRA2RGB}[encoding]
-    return cv2.cvtColor(array, code)
+    rgb = to_rgb_samples(array, encoding)
+    return _top_byte(rgb) if _sixteen_bit(encoding) else rgb
 
 
 def to_mono_float(array: np.ndarray, encoding: str, mono16_bits: int = 16) -> np.ndarray:
     """(H, W) float32 in [0, 1]: mono8 / 255, mono16 / (2**mono16_bits - 1) (clipped), 32FC1
-    clipped, colour -> luma (Bayer, YUV: of the converted RGB)."""
+    clipped, colour -> luma (Bayer, YUV: of the converted RGB; 16-bit colour / 65535)."""
     _check_shape(array, encoding)
-    if encoding in RAW_TO_RGB:
-        array, encoding = to_rgb_u8(array, encoding), 'rgb8'
+    if encoding in RAW_TO_RGB or _sixteen_bit(encoding) and encoding != 'mono16':
+        rgb = to_rgb_samples(array, encoding)
+        scale = np.float32(1.0 / FULL_SCALE[encoding])
+        return np.clip(rgb.astype(np.float32) @ (LUMA_RGB * scale), 0.0, 1.0).astype(np.float32)
     if encoding in MONO_ENCODINGS:
         f = _native(array, np.float32)
         if encoding == '32FC1':
@@ -327,12 +389,10 @@ def to_mono_float(array: np.ndarray, encoding: str, mono16_bits: int = 16) -> np
 
 def to_rgb_float(array: np.ndarray, encoding: str, mono16_bits: int = 16) -> np.ndarray:
     """(H, W, 3) float32 in [0, 1], RGB order: mono replicated, BGR swapped, alpha dropped,
-    Bayer demosaiced, YUV converted."""
+    Bayer demosaiced, YUV converted, 16-bit colour / 65535."""
     _check_shape(array, encoding)
-    if encoding in RAW_TO_RGB:
-        array, encoding = to_rgb_u8(array, encoding), 'rgb8'
     if encoding in MONO_ENCODINGS:
         mono = to_mono_float(array, encoding, mono16_bits)
         return np.repeat(mono[:, :, None], 3, axis=2)
-    rgb = array[..., [2, 1, 0]] if encoding.startswith('bgr') else array[..., :3]
-    return rgb.astype(np.float32) * np.float32(1.0 / 255.0)
+    rgb = to_rgb_samples(array, encoding)
+    return rgb.astype(np.float32) * np.float32(1.0 / FULL_SCALE[encoding])

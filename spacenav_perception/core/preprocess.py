@@ -12,7 +12,8 @@ Resize: manifest input.resize 'area' -> cv2.INTER_AREA, 'bilinear' -> INTER_LINE
 1 / (2**mono16_bits - 1) (default 16 bits: 1 / 65535), samples above that full scale clipped
 (image_codec.full_scale). Colour -> mono uses BT.601 luma (cv2); Bayer frames are demosaiced
 by the same cv2 call; YUV 4:2:2 frames are converted to RGB (and that to luma for mono models),
-by image_codec.to_mono_u8 / to_rgb_u8. Mono -> RGB replicates the channel (after the resize: a
+by image_codec.to_mono_samples / to_rgb_samples; 16-bit colour and Bayer frames stay
+16-bit until the scaling (full scale 65535). Mono -> RGB replicates the channel (after the resize: a
 third of the work). A 3-channel model whose manifest says input.color 'luma' gets colour frames
 the same way (luma, replicated): a colour cast of the camera or renderer then cannot change what it sees.
 
@@ -27,8 +28,8 @@ import cv2
 import numpy as np
 import torch
 
-from .image_codec import (FULL_SCALE, MONO_ENCODINGS, channels_of, full_scale, to_mono_u8,
-                          to_rgb_u8)
+from .image_codec import (FULL_SCALE, MONO_ENCODINGS, channels_of, full_scale,
+                          to_mono_samples, to_rgb_samples)
 from .manifest import ModelManifest
 
 INTERPOLATION = {'area': cv2.INTER_AREA, 'bilinear': cv2.INTER_LINEAR,
@@ -80,9 +81,11 @@ class Preprocessor:
                 src = np.minimum(src, np.uint16(self.mono16_full))
                 return src, self.mono16_full
             return src, FULL_SCALE[encoding]
-        if self.luma:   # the codec's 8-bit paths: a view for rgb8, cv2 calls otherwise
-            return to_mono_u8(image, encoding), 255.0
-        return to_rgb_u8(image, encoding), 255.0
+        # On the frame's own sample type (uint8, or uint16 for 16-bit colour and Bayer):
+        # a view for rgb8, cv2 calls otherwise.
+        if self.luma:
+            return to_mono_samples(image, encoding), FULL_SCALE[encoding]
+        return to_rgb_samples(image, encoding), FULL_SCALE[encoding]
 
     def resize(self, src: np.ndarray) -> np.ndarray:
         if src.shape[0] == self.height and src.shape[1] == self.width:

@@ -47,7 +47,8 @@ class ImageNode(Node):
         super().__init__(node_name, **kwargs)
         self.image_topic = declare(self, 'image_topic', default_image_topic,
                                    'Input image topic (sensor_msgs/Image; mono8, mono16, rgb8, '
-                                   'bgr8, rgba8, bgra8, 32FC1, bayer_rggb8/bggr8/gbrg8/grbg8 or '
+                                   'bgr8, rgba8, bgra8, rgb16, bgr16, rgba16, bgra16, 32FC1, '
+                                   'bayer_rggb8/bggr8/gbrg8/grbg8 and their 16-bit forms, or '
                                    'uyvy/yuyv (yuv422/yuv422_yuy2))')
         self.max_pixels = declare(self, 'max_pixels', DEFAULT_MAX_PIXELS,
                                   'Frames with more pixels (width x height) are rejected '

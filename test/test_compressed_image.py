@@ -23,6 +23,9 @@ RNG = np.random.default_rng(3)
     ('bgr8', RNG.integers(0, 256, (30, 41, 3), dtype=np.uint8), 'bgr8'),
     ('bgra8', RNG.integers(0, 256, (30, 41, 4), dtype=np.uint8), 'bgra8'),
     ('bayer_grbg8', RNG.integers(0, 256, (30, 42), dtype=np.uint8), 'bayer_grbg8'),
+    ('bgr16', RNG.integers(0, 65536, (30, 41, 3), dtype=np.uint16), 'bgr16'),
+    ('bgra16', RNG.integers(0, 65536, (30, 41, 4), dtype=np.uint16), 'bgra16'),
+    ('bayer_rggb16', RNG.integers(0, 65536, (30, 42), dtype=np.uint16), 'bayer_rggb16'),
 ])
 def test_png_round_trip_is_lossless(encoding, array, want_encoding):
     fmt, data = encode_compressed(array, encoding, 'png')
@@ -119,11 +122,26 @@ def test_truncated_and_corrupt_streams_are_rejected():
     assert info.value.reason == 'decode_failed'
 
 
-def test_sixteen_bit_colour_is_rejected_with_the_reason():
-    ok, data = cv2.imencode('.png', np.zeros((4, 4, 3), np.uint16))
-    with pytest.raises(ImageRejected) as info:
-        decode_compressed('rgb16; png compressed bgr16', data.tobytes())
-    assert info.value.reason == 'unsupported_encoding' and 'uint16' in info.value.message
+def test_sixteen_bit_rgb_is_stored_and_decoded_as_bgr16():
+    rgb = np.zeros((4, 6, 3), np.uint16)
+    rgb[..., 0] = 51234                               # pure red, beyond 8 bits of precision
+    fmt, data = encode_compressed(rgb, 'rgb16')
+    assert fmt == 'rgb16; png compressed bgr16'
+    decoded, encoding = decode_compressed(fmt, data)
+    assert encoding == 'bgr16' and decoded.dtype == np.uint16
+    np.testing.assert_array_equal(decoded[..., 2], 51234)
+    np.testing.assert_array_equal(decoded[..., :2], 0)
+
+
+def test_bayer_original_of_another_depth_is_rejected_with_the_reason():
+    """A 16-bit Bayer frame that arrives as an 8-bit payload (or the other way round) has lost
+    what its pattern name promises: refused, not demosaiced as something else."""
+    for original, dtype in (('bayer_rggb16', np.uint8), ('bayer_rggb8', np.uint16)):
+        ok, data = cv2.imencode('.png', np.zeros((4, 4), dtype))
+        with pytest.raises(ImageRejected) as info:
+            decode_compressed(f'{original}; png compressed ', data.tobytes())
+        assert info.value.reason == 'unsupported_encoding'
+        assert np.dtype(dtype).name in info.value.message and original in info.value.message
 
 
 def test_sixteen_bit_frames_are_not_squeezed_into_jpeg():
@@ -170,4 +188,4 @@ def test_damaged_streams_decode_or_are_rejected(which, cut, flips, fmt):
         return
     codec, width, height = stream_size(bytes(data))
     assert array.shape[:2] == (height, width)
-    assert encoding in ('mono8', 'bgr8', 'bgra8', 'mono16', 'bayer_rggb8')
+    assert encoding in ('mono8', 'bgr8', 'bgra8', 'mono16', 'bgr16', 'bgra16', 'bayer_rggb8')

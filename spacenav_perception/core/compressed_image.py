@@ -8,10 +8,11 @@ raw `Image` messages, so everything downstream is shared.
 `format` is either a bare codec name ("png", "jpeg") or image_transport's
 "<original encoding>; <codec> compressed [<encoding of the payload>]", for example
 "rgb8; jpeg compressed bgr8" or "mono16; png compressed ". What the payload decodes to decides
-the encoding (OpenCV decodes colour as BGR): 8-bit 1 channel -> mono8, 16-bit 1 channel ->
-mono16, 3 channels -> bgr8, 4 -> bgra8; except that a 1-channel 8-bit payload whose original
-encoding is a raw Bayer pattern (bayer_rggb8, ...) keeps that encoding, so it is demosaiced
-downstream as the raw frame would be. 16-bit colour payloads and depth images
+the encoding (OpenCV decodes colour as BGR): 1 channel -> mono8 / mono16, 3 channels -> bgr8 /
+bgr16, 4 -> bgra8 / bgra16 (by the payload's bit depth); except that a 1-channel payload whose
+original encoding is a raw Bayer pattern of the same depth (bayer_rggb8, bayer_rggb16, ...)
+keeps that encoding, so it is demosaiced downstream as the raw frame would be (a Bayer original
+of the other depth is rejected: its pattern cannot be trusted). Depth images
 ("compressedDepth") are rejected.
 
 `decode_compressed` checks before decoding, and raises `image_codec.ImageRejected` with:
@@ -24,7 +25,8 @@ downstream as the raw frame would be. 16-bit colour payloads and depth images
                          a huge image is refused without decoding it)
     zero_size            the header declares no pixels
     decode_failed        OpenCV cannot decode it (truncated or corrupt)
-    unsupported_encoding the payload decodes to something no model input takes (16-bit colour)
+    unsupported_encoding the payload decodes to something no model input takes (2 channels,
+                         a Bayer original of another depth)
 """
 from __future__ import annotations
 
@@ -91,17 +93,19 @@ def _jpeg_size(data) -> tuple[int, int]:
 
 def _encoding_of(decoded: np.ndarray, original: str) -> str:
     channels = 1 if decoded.ndim == 2 else decoded.shape[2]
-    if decoded.dtype == np.uint8:
-        if channels == 1:
-            return original if original in BAYER_TO_RGB else 'mono8'
+    depth = {np.dtype(np.uint8): '8', np.dtype(np.uint16): '16'}.get(decoded.dtype)
+    if depth is not None:
+        if channels == 1:       # a raw Bayer frame keeps its pattern when the depth agrees
+            if original in BAYER_TO_RGB and original.endswith(depth):
+                return original
+            if not original.startswith('bayer_'):
+                return 'mono8' if depth == '8' else 'mono16'
         if channels in (3, 4):
-            return 'bgr8' if channels == 3 else 'bgra8'
-    if decoded.dtype == np.uint16 and channels == 1 and not original.startswith('bayer_'):
-        return 'mono16'
+            return ('bgr' if channels == 3 else 'bgra') + depth
     raise ImageRejected(
         'unsupported_encoding', f'compressed frame decodes to {channels} channel(s) of '
-        f'{decoded.dtype} (original encoding {original or "not given"}); supported: 8-bit '
-        'mono, BGR or BGRA, 16-bit mono, 8-bit raw Bayer')
+        f'{decoded.dtype} (original encoding {original or "not given"}); supported: 8- or '
+        '16-bit mono, BGR or BGRA, and raw Bayer of the depth its name says')
 
 
 def decode_compressed(fmt: str, data, *, max_pixels: int = 8192 * 8192) -> tuple[np.ndarray, str]:
@@ -136,9 +140,9 @@ def encode_compressed(array: np.ndarray, encoding: str, codec: str = 'png',
     """(format, data) of a CompressedImage holding `array`, as image_transport writes them
     ("<encoding>; png compressed bgr8"); colour is stored as BGR. For tests, bags and demos."""
     array = np.ascontiguousarray(array)
-    if encoding in ('rgb8', 'rgba8'):
-        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR if encoding == 'rgb8'
-                             else cv2.COLOR_RGBA2BGRA)
+    if encoding in ('rgb8', 'rgba8', 'rgb16', 'rgba16'):
+        array = cv2.cvtColor(array, cv2.COLOR_RGBA2BGRA if encoding.startswith('rgba')
+                             else cv2.COLOR_RGB2BGR)
     if codec not in ('png', 'jpeg'):
         raise ValueError(f'codec must be png or jpeg, not {codec!r}')
     if codec == 'jpeg' and array.dtype != np.uint8:   # OpenCV would clip it to 8 bits
@@ -149,5 +153,6 @@ def encode_compressed(array: np.ndarray, encoding: str, codec: str = 'png',
     if not ok:
         raise ValueError(f'OpenCV cannot encode a {array.dtype} {array.shape} array as {codec}')
     colour = array.ndim == 3
-    payload_encoding = ('bgra8' if array.shape[2] == 4 else 'bgr8') if colour else ''
+    depth = '16' if array.dtype == np.uint16 else '8'
+    payload_encoding = ('bgra' if array.shape[2] == 4 else 'bgr') + depth if colour else ''
     return f'{encoding}; {codec} compressed {payload_encoding}', payload.tobytes()

@@ -106,13 +106,11 @@ YUV422_TO_RGB = {'uyvy': cv2.COLOR_YUV2RGB_UYVY, 'yuv422': cv2.COLOR_YUV2RGB_UYV
 # Encodings whose samples are not pixels' colours: one cv2 call turns them into RGB first.
 RAW_TO_RGB = {**BAYER_TO_RGB, **YUV422_TO_RGB}
 # Interleaved colour -> luma / -> RGB (8- and 16-bit samples alike).
-COLOUR_TO_GRAY = {'rgb8': cv2.COLOR_RGB2GRAY, 'bgr8': cv2.COLOR_BGR2GRAY,
-                  'rgba8': cv2.COLOR_RGBA2GRAY, 'bgra8': cv2.COLOR_BGRA2GRAY,
-                  'rgb16': cv2.COLOR_RGB2GRAY, 'bgr16': cv2.COLOR_BGR2GRAY,
-                  'rgba16': cv2.COLOR_RGBA2GRAY, 'bgra16': cv2.COLOR_BGRA2GRAY}
-COLOUR_TO_RGB = {'bgr8': cv2.COLOR_BGR2RGB, 'rgba8': cv2.COLOR_RGBA2RGB,
-                 'bgra8': cv2.COLOR_BGRA2RGB, 'bgr16': cv2.COLOR_BGR2RGB,
-                 'rgba16': cv2.COLOR_RGBA2RGB, 'bgra16': cv2.COLOR_BGRA2RGB}
+_COLOUR_ORDERS = ('rgb', 'bgr', 'rgba', 'bgra')
+COLOUR_TO_GRAY = {f'{order}{bits}': getattr(cv2, f'COLOR_{order.upper()}2GRAY')
+                  for order in _COLOUR_ORDERS for bits in (8, 16)}
+COLOUR_TO_RGB = {f'{order}{bits}': getattr(cv2, f'COLOR_{order.upper()}2RGB')
+                 for order in _COLOUR_ORDERS[1:] for bits in (8, 16)}
 # BT.601 luma weights (the ones cv2.cvtColor uses), in R, G, B order.
 LUMA_RGB = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -372,18 +370,14 @@ def to_mono_float(array: np.ndarray, encoding: str, mono16_bits: int = 16) -> np
     """(H, W) float32 in [0, 1]: mono8 / 255, mono16 / (2**mono16_bits - 1) (clipped), 32FC1
     clipped, colour -> luma (Bayer, YUV: of the converted RGB; 16-bit colour / 65535)."""
     _check_shape(array, encoding)
-    if encoding in RAW_TO_RGB or _sixteen_bit(encoding) and encoding != 'mono16':
-        rgb = to_rgb_samples(array, encoding)
-        scale = np.float32(1.0 / FULL_SCALE[encoding])
-        return np.clip(rgb.astype(np.float32) @ (LUMA_RGB * scale), 0.0, 1.0).astype(np.float32)
     if encoding in MONO_ENCODINGS:
         f = _native(array, np.float32)
         if encoding == '32FC1':
             return np.clip(f, 0.0, 1.0)
         scaled = f * np.float32(1.0 / full_scale(encoding, mono16_bits))
         return np.minimum(scaled, 1.0) if encoding == 'mono16' and mono16_bits != 16 else scaled
-    rgb = array[..., [2, 1, 0]] if encoding.startswith('bgr') else array[..., :3]
-    weights = LUMA_RGB / np.float32(255.0)
+    rgb = to_rgb_samples(array, encoding)
+    weights = LUMA_RGB / np.float32(FULL_SCALE[encoding])
     return np.clip(rgb.astype(np.float32) @ weights, 0.0, 1.0).astype(np.float32)
 
 

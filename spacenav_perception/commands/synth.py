@@ -43,6 +43,12 @@ def register(subparsers) -> None:
                    help='torch CPU threads (default 1: the renderer is fastest per core with one '
                         'thread; for more throughput run several processes with --start-index '
                         'into the same --out; 0: torch default)')
+    a.add_argument('--reflectance', choices=('lunar-lambert', 'varied'), default='lunar-lambert',
+                   help="regolith reflectance: 'lunar-lambert' (McEwen's phase-dependent "
+                        "lunar-Lambert law, every frame) or 'varied' (per frame one of "
+                        'lunar-Lambert with a random limb weight, Minnaert or Hapke, random '
+                        'parameters; the scene, sensor and noise are those of the default '
+                        'for the same seed and index) (default: lunar-lambert)')
     a.add_argument('--no-silhouettes', action='store_true',
                    help='do not write OUT/silhouettes/ (the shape masks used in training)')
     a.add_argument('--no-progress', action='store_true', help='no progress bar')
@@ -82,7 +88,7 @@ def run_asteroid(args) -> int:
     from spacenav_perception.synth.asteroid import render_dataset
     res = render_dataset(args.out, args.n, args.seed, size=args.size, device=args.device,
                          start_index=args.start_index, progress=not args.no_progress,
-                         silhouettes=not args.no_silhouettes)
+                         silhouettes=not args.no_silhouettes, reflectance=args.reflectance)
     print(f"wrote {res['n']} frames to {res['out_dir']} in {res['seconds']:.1f} s "
           f"({res['images_per_s']:.2f} frames/s on {res['device']})")
     return 0

@@ -19,8 +19,10 @@ Scene
       on a chosen pixel: uniform over the frame area where the primary's bounding sphere fits, or
       (probability 0.13) close to an edge so that the body is cut by the frame.
     * Illumination: phase angle uniform in [0, 120] deg; McEwen lunar-Lambert reflectance with a
-      phase-dependent limb-darkening weight L(alpha); hard self-shadows and mutual shadows by a
-      second ray march toward the sun; the night side is black.
+      phase-dependent limb-darkening weight L(alpha) (option reflectance='varied': a lunar-Lambert,
+      Minnaert or Hapke law with random parameters per frame, see reflectance.py); hard
+      self-shadows and mutual shadows by a second ray march toward the sun; the night side is
+      black.
     * Sensor: see `sensor.py` (PSF, shot/read noise, black level, quantisation, stars, hot pixels).
 
 Label
@@ -72,6 +74,7 @@ import numpy as np
 import torch
 
 from spacenav_perception.synth import sensor as sensor_model
+from spacenav_perception.synth.reflectance import ReflectanceLaw, sample_law
 from spacenav_perception.synth.dataset_files import DirLock, read_rows, write_csv_atomic
 
 FOV_DEG = 5.5
@@ -92,6 +95,7 @@ META_FIELDS = (
     'primary_shadow_on_moonlet_px',
     'psf_sigma_px', 'defocus_px', 'full_well_e', 'peak_fraction', 'dark_e', 'read_noise_e',
     'black_level_dn', 'gain_e_per_unit', 'saturated_px', 'n_stars', 'n_hot_pixels',
+    'reflectance',
 )
 
 
@@ -380,14 +384,6 @@ def _perp_basis(w, rng=None, angle=None):
     return e1, np.cross(w, e1)
 
 
-def lunar_lambert(mu0, mu, phase_deg):
-    """McEwen lunar-Lambert: 2 L mu0 / (mu0 + mu) + (1 - L) mu0 with L(alpha) from the
-    polynomial fit (alpha in degrees), clamped to [0, 1] (pure Lambert at high phase)."""
-    a = phase_deg
-    L = min(1.0, max(0.0, 1 - 0.019 * a + 2.42e-4 * a ** 2 - 1.46e-6 * a ** 3))
-    return 2 * L * mu0 / (mu0 + mu) + (1 - L) * mu0
-
-
 # ----------------------------------------------------------------------------------------------
 # Scene
 # ----------------------------------------------------------------------------------------------
@@ -412,6 +408,7 @@ class Scene:
     range_m: float
     com_world: np.ndarray
     sensor: sensor_model.SensorParams
+    reflectance: ReflectanceLaw = field(default_factory=ReflectanceLaw)
     info: dict = field(default_factory=dict)
 
     @property
@@ -425,7 +422,8 @@ class Scene:
 
 
 SCENE_OPTIONS = ('perturb', 'moonlet', 'phase_deg', 'range_km', 'com_px', 'cut', 'diameter_m',
-                 'polar_ratio', 'primary_rotation', 'view_dir', 'sensor', 'moonlet_phase_deg')
+                 'polar_ratio', 'primary_rotation', 'view_dir', 'sensor', 'moonlet_phase_deg',
+                 'reflectance')
 
 
 def sample_scene(rng: np.random.Generator, size: int = 1024, **options) -> Scene:
@@ -433,7 +431,8 @@ def sample_scene(rng: np.random.Generator, size: int = 1024, **options) -> Scene
     perturb (bool: False = smooth symmetric spinning top, uniform albedo), moonlet (bool),
     phase_deg, range_km, com_px ((x, y) pixel of the centre of mass), cut (bool),
     diameter_m, polar_ratio, primary_rotation (3x3), view_dir (unit, body -> camera, world),
-    moonlet_phase_deg, sensor (dict of SensorParams overrides, e.g. {'noise': False})."""
+    moonlet_phase_deg, sensor (dict of SensorParams overrides, e.g. {'noise': False}),
+    reflectance ('lunar-lambert' (default) or 'varied', see reflectance.py, or a ReflectanceLaw)."""
     unknown = set(options) - set(SCENE_OPTIONS)
     if unknown:
         raise TypeError(f'unknown scene options: {sorted(unknown)}')
@@ -502,10 +501,15 @@ def sample_scene(rng: np.random.Generator, size: int = 1024, **options) -> Scene
     cam_R = np.stack([c1, c2, d_cam], 1) @ np.stack([a1, a2, w_world], 0)
 
     sensor = sensor_model.sample_sensor_params(rng, **(options.get('sensor') or {}))
+    law = options.get('reflectance') or 'lunar-lambert'
+    if not isinstance(law, ReflectanceLaw):
+        # a spawned stream: the draws above and the sensor noise drawn later stay the same
+        law = sample_law(rng.spawn(1)[0] if law != 'lunar-lambert' else None, law)
     info = {'primary_diameter_m': pinfo['diameter_m'], 'primary_polar_ratio': pinfo['polar_ratio'],
             'com_offset_m': float(np.linalg.norm(com_body)), 'planned_cut': cut,
             'primary_r_eq_m': pinfo['diameter_m'] / 2}
-    return Scene(size, f, primary, moonlet, cam_R, cam_C, sun, phase, D, com_world, sensor, info)
+    return Scene(size, f, primary, moonlet, cam_R, cam_C, sun, phase, D, com_world, sensor, law,
+                 info)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -857,7 +861,7 @@ def render_radiance(scene: Scene, device='cpu') -> dict:
                 stats['shadow_by_other'][bi] += int((occ & ~shadow).sum())
             shadow |= occ
         lit_idx = li[~shadow]
-        val = alb[lit_idx] * lunar_lambert(mu0[lit_idx], mu[lit_idx], scene.phase_deg)
+        val = alb[lit_idx] * scene.reflectance(mu0[lit_idx], mu[lit_idx], scene.phase_deg)
         radiance[pix[lit_idx]] = val
         stats['lit_px'] += len(lit_idx)
     prim_sil = torch.zeros(npx, dtype=torch.bool, device=dev)
@@ -975,6 +979,7 @@ def render_scene_with_silhouette(rng_or_seed, size: int = 1024, device='auto', *
         'read_noise_e': sp.read_noise_e, 'black_level_dn': sp.black_level_dn,
         'gain_e_per_unit': exp_info['gain_e_per_unit'], 'saturated_px': exp_info['saturated_px'],
         'n_stars': n_stars, 'n_hot_pixels': sp.n_hot_pixels,
+        'reflectance': scene.reflectance.describe(),
     }
     return image, (float(x), float(y)), meta, sil_np
 

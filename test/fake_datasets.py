@@ -18,7 +18,8 @@ def make_asteroid_set(root, n=12, size=96, seed=0, silhouettes=True):
     with open(root / 'labels.csv', 'w', newline='') as f, open(root / 'meta.csv', 'w', newline='') as m:
         w, mw = csv.writer(f), csv.writer(m)
         w.writerow(['image_name', 'x_coordinate', 'y_coordinate'])
-        mw.writerow(['image_name', 'phase_deg', 'apparent_diameter_px', 'cut_by_edge'])
+        mw.writerow(['image_name', 'phase_deg', 'apparent_diameter_px', 'cut_by_edge',
+                     'reflectance'])
         for i in range(n):
             cx, cy = rng.uniform(0.3, 0.7, 2) * size
             r = rng.uniform(0.08, 0.18) * size
@@ -29,7 +30,8 @@ def make_asteroid_set(root, n=12, size=96, seed=0, silhouettes=True):
             if silhouettes:
                 cv2.imwrite(str(root / 'silhouettes' / name), inside.astype(np.uint8) * 255)
             w.writerow([name, f'{cx:.4f}', f'{cy:.4f}'])
-            mw.writerow([name, f'{rng.uniform(0, 120):.1f}', f'{2 * r:.3f}', 0])  # whole discs
+            mw.writerow([name, f'{rng.uniform(0, 120):.1f}', f'{2 * r:.3f}', 0,  # whole discs
+                         ('mcewen', 'minnaert k=0.700')[i % 2]])
     return root
 
 

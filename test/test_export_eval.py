@@ -73,6 +73,12 @@ def test_eval_centroid_json_through_cli(centroid_run, capsys, tmp_path):
     # is the per-frame error over the disc's apparent diameter
     assert [(b['cut_by_edge'], b['n']) for b in r['by_edge_cut']] == [(0, 6)]
     rows = list(csv.DictReader(open(tmp_path / 'ev' / 'per_frame.csv')))
+    # and by the renderer's reflectance law family (the first word of meta's `reflectance`)
+    assert [(b['reflectance'], b['n']) for b in r['by_reflectance']] == [('mcewen', 3),
+                                                                        ('minnaert', 3)]
+    for b in r['by_reflectance']:
+        mine = [float(row['error_px']) for row in rows if row['reflectance'] == b['reflectance']]
+        assert b['median_px'] == pytest.approx(np.median(mine), abs=1e-3)
     diam = {m['image_name']: float(m['apparent_diameter_px'])
             for m in csv.DictReader(open(data / 'meta.csv'))}
     ratios = [float(row['error_px']) / diam[row['image_name']] for row in rows]

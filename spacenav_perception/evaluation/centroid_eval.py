@@ -11,9 +11,11 @@ brightness) is a miss when nothing lies above the threshold.
 
 Where DIR/meta.csv (written by ``spacenav synth asteroid``) explains the frames, the result also
 breaks the error down: ``by_phase`` (sun phase angle bins), ``by_edge_cut`` (body whole in the
-frame or cut by the frame edge, column ``cut_by_edge``) and ``relative_to_diameter`` (error
-divided by the body's apparent diameter in px, column ``apparent_diameter_px``: a scale-free
-figure, since the error of a shape-inference model grows with the body's size in the image).
+frame or cut by the frame edge, column ``cut_by_edge``), ``by_reflectance`` (the renderer's
+reflectance law family, column ``reflectance``: mcewen, lunar_lambert, minnaert, hapke) and
+``relative_to_diameter`` (error divided by the body's apparent diameter in px, column
+``apparent_diameter_px``: a scale-free figure, since the error of a shape-inference model grows
+with the body's size in the image).
 Data sets without those columns simply get no breakdown.
 """
 from __future__ import annotations
@@ -85,7 +87,7 @@ def evaluate_centroid(data, model=None, device='cpu', out=None, min_confidence=0
     data = Path(data)
     records = read_dataset(data, limit)
     names, err, err_any, base_err, latency = [], [], [], {k: [] for k in BASELINES}, []
-    phase, diameter, cut, xy = [], [], [], []
+    phase, diameter, cut, law, xy = [], [], [], [], []
     n_no_target = n_skipped = 0
     for rec in tqdm(records, desc='eval centroid', disable=not progress):
         name, x, y = rec.name, rec.x, rec.y
@@ -112,6 +114,7 @@ def evaluate_centroid(data, model=None, device='cpu', out=None, min_confidence=0
         phase.append(_meta_float(rec.meta, 'phase_deg'))
         diameter.append(_meta_float(rec.meta, 'apparent_diameter_px'))
         cut.append(_meta_float(rec.meta, 'cut_by_edge'))
+        law.append(((rec.meta or {}).get('reflectance') or '').split(' ')[0])
     result = stats(err)
     result.update({
         'n_frames': len(names), 'n_no_target': n_no_target, 'n_skipped': n_skipped,
@@ -135,6 +138,10 @@ def evaluate_centroid(data, model=None, device='cpu', out=None, min_confidence=0
     if len(cuts) and np.isfinite(cuts).any():
         result['by_edge_cut'] = _breakdown(
             [({'cut_by_edge': v}, cuts == v) for v in (0, 1)], e, ea)
+    laws = np.asarray(law, dtype=object)
+    if len(laws) and any(laws):
+        result['by_reflectance'] = _breakdown(
+            [({'reflectance': v}, laws == v) for v in sorted(set(law) - {''})], e, ea)
     diam = np.asarray(diameter)
     known = np.isfinite(diam) & (diam > 0)
     if known.any():
@@ -157,12 +164,12 @@ def evaluate_centroid(data, model=None, device='cpu', out=None, min_confidence=0
         with open(out / 'per_frame.csv', 'w') as f:
             f.write('image_name,x_true,y_true,x_pred,y_pred,confidence,error_px,error_any_px,' +
                     ','.join(f'{k}_error_px' for k in base_err) +
-                    ',phase_deg,apparent_diameter_px,cut_by_edge\n')
+                    ',phase_deg,apparent_diameter_px,cut_by_edge,reflectance\n')
             for i, n in enumerate(names):
                 f.write(f'{n},' + ','.join(f'{v:.4f}' for v in xy[i]) +
                         f',{err[i]:.4f},{err_any[i]:.4f},' +
                         ','.join(f'{base_err[k][i]:.4f}' for k in base_err) +
-                        f',{phase[i]},{diameter[i]},{cut[i]}\n')
+                        f',{phase[i]},{diameter[i]},{cut[i]},{law[i]}\n')
     return result
 
 
@@ -189,6 +196,9 @@ def format_table(result: dict) -> str:
         lines.append(f'phase {b["phase_deg"][0]:>3}-{b["phase_deg"][1]:<3}: model median '
                      f'{px(b["median_px"])} (n {b["n"]}), cob median '
                      f'{px(b["baselines"]["cob"]["median_px"])}')
+    for b in result.get('by_reflectance', []):
+        lines.append(f'reflectance {b["reflectance"]:<13}: model median {px(b["median_px"])}, '
+                     f'p95 {px(b["p95_px"])} (n {b["n"]})')
     lat = result['predictor_latency_ms']
     if lat['p50'] is not None:
         lines.append(f'predictor latency p50 {lat["p50"]:.1f} ms ({result["engine"]}, {result["device"]})')

@@ -31,7 +31,8 @@ def register(subparsers) -> None:
         description='Error in full-resolution px (n, mean, median, p90, p95, max) of the model '
                     'and of the classical baseline cob (Otsu threshold + intensity-weighted '
                     'centre of brightness); where meta.csv has the columns, also by phase-angle bin '
-                    '(phase_deg), whole vs cut by the frame edge (cut_by_edge) and as a '
+                    '(phase_deg), whole vs cut by the frame edge (cut_by_edge), by the '
+                    "renderer's reflectance law (reflectance) and as a "
                     'fraction of the apparent diameter (apparent_diameter_px). '
                     'Frames the model calls not-in-view are misses: counted in n_no_target and '
                     'excluded from the px statistics (all_frames in the JSON repeats them with '

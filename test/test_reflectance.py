@@ -1,4 +1,4 @@
-"""Reflectance laws of the asteroid renderer and its `reflectance='varied'` mode."""
+"""Reflectance laws of the asteroid and lunar renderers and their `reflectance='varied'` mode."""
 import math
 
 import numpy as np
@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from spacenav_perception.synth import asteroid as A
+from spacenav_perception.synth import lunar as LU
 from spacenav_perception.synth import reflectance as R
 
 MU0 = torch.tensor([0.05, 0.3, 0.6, 0.9, 1.0])
@@ -132,3 +133,43 @@ def test_varied_mode_keeps_the_scene_and_changes_only_the_law(tmp_path):
     assert changed >= 1
     with pytest.raises(ValueError, match='unknown reflectance mode'):
         A.render_scene(0, 32, 'cpu', reflectance='lambert')
+
+
+def test_a_tensor_of_phase_angles_gives_each_point_its_own_law():
+    # the lunar renderer passes one phase angle per pixel; each must match the scalar law
+    phases = torch.tensor([2.0, 35.0, 80.0, 130.0, 170.0])
+    for law in (R.ReflectanceLaw(),
+                R.ReflectanceLaw('hapke', (('w', 0.3), ('xi', -0.3), ('B0', 0.8), ('h', 0.05))),
+                R.ReflectanceLaw('minnaert', (('k', 0.7),))):
+        got = law(MU0, MU, phases)
+        want = torch.stack([law(MU0[i:i + 1], MU[i:i + 1], float(ph))[0]
+                            for i, ph in enumerate(phases)])
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-7), law.describe()
+    assert torch.equal(R.mcewen_weight(torch.tensor([0.0, 150.0])), torch.tensor([1.0, 0.0]))
+
+
+def test_lunar_varied_mode_keeps_the_labels_and_changes_only_the_shading():
+    w, h = 120, 80
+    laws, changed = set(), 0
+    for i in range(6):
+        rgb, gm, cm, meta = LU.render_scene(LU.image_rng(77, i), w, h, 'cpu')
+        rgb_v, gm_v, cm_v, meta_v = LU.render_scene(LU.image_rng(77, i), w, h, 'cpu',
+                                                    reflectance='varied')
+        rgb_v2, *_ = LU.render_scene(LU.image_rng(77, i), w, h, 'cpu', reflectance='varied')
+        assert meta['reflectance'] == 'mcewen'
+        family = meta_v['reflectance'].split()[0]
+        laws.add(family)
+        # same scene: labels, depth, shadows and every other meta column
+        assert np.array_equal(gm, gm_v) and np.array_equal(cm, cm_v)
+        assert np.array_equal(meta['lit'], meta_v['lit'])
+        assert {k: v for k, v in meta.items() if k in LU.META_FIELDS and k != 'reflectance'} == \
+            {k: v for k, v in meta_v.items() if k in LU.META_FIELDS and k != 'reflectance'}
+        assert np.array_equal(rgb_v, rgb_v2)        # deterministic
+        if family == 'mcewen':
+            assert np.array_equal(rgb, rgb_v)
+        else:
+            changed += not np.array_equal(rgb, rgb_v)
+            # scaled to McEwen's median over the sunlit ground: same overall exposure
+            lit = meta['lit'] & (gm != LU.SKY)
+            assert abs(float(np.median(rgb_v[lit])) - float(np.median(rgb[lit]))) < 40
+    assert changed >= 1 and len(laws) >= 2

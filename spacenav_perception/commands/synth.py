@@ -68,6 +68,12 @@ def register(subparsers) -> None:
                     help='torch CPU threads (0: torch default)')
     lu.add_argument('--workers', default='auto',
                     help="worker processes for the lunar renderer ('auto' or a number)")
+    lu.add_argument('--reflectance', choices=('lunar-lambert', 'varied'), default='lunar-lambert',
+                    help="regolith reflectance: 'lunar-lambert' (McEwen's law with each pixel's "
+                         "phase angle, every view) or 'varied' (per view one of lunar-Lambert "
+                         'with a random limb weight, Minnaert or Hapke, random parameters; the '
+                         'scene, sensor and noise are those of the default for the same seed '
+                         'and index) (default: lunar-lambert)')
     lu.add_argument('--no-progress', action='store_true', help='no progress bar')
     lu.set_defaults(func=run_lunar)
 
@@ -100,7 +106,8 @@ def run_lunar(args) -> int:
     workers = args.workers if args.workers == 'auto' else int(args.workers)
     render_dataset(args.out, args.n, args.seed, width=args.width, height=args.height,
                    device=args.device, start_index=args.start_index,
-                   progress=not args.no_progress, workers=workers)
+                   progress=not args.no_progress, workers=workers,
+                   reflectance=args.reflectance)
     print(f'wrote {args.n} frames to {args.out}')
     return 0
 

@@ -35,8 +35,13 @@ Scene model
 * Sun: elevation 3-25 deg (low, long hard shadows), any azimuth. Cast shadows from terrain come
   from a horizon sweep over the height field; shadows from rocks are traced analytically against
   the rock ellipsoids. Shadowed ground stays *ground* in the labels.
-* Shading: lunar-Lambert (McEwen's phase-dependent limb-darkening parameter) with a small
-  ambient term (light scattered from sunlit terrain). Rocks carry the same regolith albedo
+* Shading: lunar-Lambert (McEwen's phase-dependent limb-darkening parameter, per pixel's phase
+  angle) with a small ambient term (light scattered from sunlit terrain). Option
+  ``reflectance='varied'`` (``spacenav synth lunar --reflectance varied``): each view draws a
+  lunar-Lambert law with a constant limb weight, a Minnaert or a Hapke law (``reflectance.py``;
+  column ``reflectance`` in meta.csv), scaled so that its median over the sunlit pixels equals
+  McEwen's (the ambient term keeps its meaning: a fraction of the typical sunlit radiance); the
+  scene, sensor and noise are those of the default mode for the same seed and index. Rocks carry the same regolith albedo
   texture as the ground times a per-rock factor of 0.85-1.3, so they are not separable by colour:
   the labels have to be learnt from shape, shading and shadow context. Regolith albedo varies
   within a view (fractal albedo maps at metre and centimetre scales) and between views (texture
@@ -73,6 +78,7 @@ import torch
 import torch.nn.functional as F
 
 from spacenav_perception.synth.dataset_files import DirLock, read_rows, write_csv_atomic
+from spacenav_perception.synth.reflectance import ReflectanceLaw, sample_law
 from spacenav_perception.synth.sensor import blur as sensor_blur, expose, sample_sensor_params
 
 from spacenav_perception.core.lunar_classes import (  # noqa: F401  (re-exported)
@@ -90,7 +96,7 @@ META_FIELDS = (
     'frac_ground', 'frac_small_rock', 'frac_large_rock', 'frac_sky',
     'clean_frac_small_rock', 'clean_frac_large_rock', 'clean_min_rock_pixels',
     'regolith_albedo', 'albedo_contrast', 'relief_rms_m', 'n_craters', 'blur_sigma_px',
-    'read_noise_e', 'full_well_e', 'peak_fraction', 'vignetting', 'gamma',
+    'read_noise_e', 'full_well_e', 'peak_fraction', 'vignetting', 'gamma', 'reflectance',
 )
 
 
@@ -228,6 +234,7 @@ class Scene:
     rock_class: torch.Tensor             # (R,) SMALL_ROCK or LARGE_ROCK
     rock_albedo: torch.Tensor            # (R,)
     params: dict = field(default_factory=dict)
+    reflectance: ReflectanceLaw = field(default_factory=ReflectanceLaw)
 
 
 def _rotation(yaw, tilt_axis_angle, tilt):
@@ -340,8 +347,11 @@ def sample_camera(rng, width=720, height=480) -> Camera:
     return Camera(0.0, 0.0, cam_h, yaw, pitch, roll, hfov)
 
 
-def sample_scene(rng, width=720, height=480, device='cpu', overrides=None) -> Scene:
-    """Draw a random scene. `overrides` (tests, demos) may set:
+def sample_scene(rng, width=720, height=480, device='cpu', overrides=None,
+                 reflectance='lunar-lambert') -> Scene:
+    """Draw a random scene. `reflectance`: 'lunar-lambert' (McEwen's law, the default) or
+    'varied' (see reflectance.py), drawn from a stream spawned from `rng` so that every other
+    draw is the default mode's. `overrides` (tests, demos) may set:
     'flat': True (no relief, no craters), 'rocks': [(x, y, diameter), ...] replacing the random
     rocks (optionally 'rock_bury': centre offset in units of the vertical semi-axis,
     'rock_axes': (b/a, c/a) fixed semi-axis ratios, 'single_lobe': True),
@@ -454,6 +464,8 @@ def sample_scene(rng, width=720, height=480, device='cpu', overrides=None) -> Sc
         rock_roughness=rng.uniform(0.6, 1.4),
         noise_seed=int(rng.integers(0, 2 ** 62)),
     )
+    # a spawned stream: every draw above stays the default mode's
+    law = sample_law(rng.spawn(1)[0] if reflectance != 'lunar-lambert' else None, reflectance)
     f32 = dict(dtype=torch.float32, device=device)
     return Scene(
         width=int(width), height=int(height), camera=cam, sun_elevation_deg=sun_el,
@@ -463,7 +475,7 @@ def sample_scene(rng, width=720, height=480, device='cpu', overrides=None) -> Sc
         rock_radius=torch.as_tensor(radius, **f32),
         lobe_rock=torch.as_tensor(owner, dtype=torch.long, device=device),
         rock_class=torch.as_tensor(rock_class, dtype=torch.long, device=device),
-        rock_albedo=torch.as_tensor(rock_albedo, **f32), params=params)
+        rock_albedo=torch.as_tensor(rock_albedo, **f32), params=params, reflectance=law)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -800,6 +812,21 @@ def _lunar_lambert(n, sun_t, view, albedo):
     return albedo * (2 * big_l * mu0 / (mu0 + mu + 1e-6) + (1 - big_l) * mu0)
 
 
+def _direct_radiance(law: ReflectanceLaw, n, sun_t, view, albedo, lit):
+    """Sunlit radiance of the hit points under `law` (0 where not `lit`). McEwen's law is the
+    function above, bit for bit; another law is scaled so that its median over the lit points
+    equals McEwen's there, so the ambient term stays a fraction of the typical sunlit radiance."""
+    ref = _lunar_lambert(n, sun_t, view, albedo) * lit.float()
+    if law.family == 'mcewen' or not bool(lit.any()):
+        return ref
+    mu0 = torch.clamp((n * sun_t[None]).sum(-1), min=0.0)
+    mu = torch.clamp((n * view).sum(-1), min=1e-3)
+    alpha = torch.rad2deg(torch.acos(torch.clamp((view * sun_t[None]).sum(-1), -1, 1)))
+    rad = albedo * law(mu0, mu, alpha).clamp_min(0.0) * lit.float()
+    scale = float(ref[lit].median()) / max(float(rad[lit].median()), 1e-12)
+    return rad * scale
+
+
 def render(scene: Scene, device=None):
     """Render a sampled scene -> (rgb uint8 HxWx3, ground mask HxW uint8, clean mask HxW uint8,
     info dict)."""
@@ -877,7 +904,7 @@ def render(scene: Scene, device=None):
 
     prm = scene.params
     view = -dh
-    rad = _lunar_lambert(n, sun_t, view, alb) * lit.float()
+    rad = _direct_radiance(scene.reflectance, n, sun_t, view, alb, lit)
     amb = prm['ambient'] * alb * (0.5 + 0.5 * n[:, 2].clamp(min=0))
     radiance = torch.zeros(w * h, device=device)
     radiance[hit_pix] = rad + amb
@@ -969,6 +996,7 @@ def _meta(scene: Scene, ground_mask, clean_mask, info):
         full_well_e=round(prm['sensor'].full_well_e, 1), peak_fraction=round(prm['sensor'].peak_fraction, 3),
         gamma=round(prm['gamma'], 3),
         vignetting=round(prm['vignetting'], 3),
+        reflectance=scene.reflectance.describe(),
     )
 
 
@@ -989,17 +1017,19 @@ class _single_thread:
             torch.set_num_threads(self.prev)
 
 
-def render_scene(seed_or_rng, width=720, height=480, device='auto', overrides=None):
+def render_scene(seed_or_rng, width=720, height=480, device='auto', overrides=None,
+                 reflectance='lunar-lambert'):
     """Render one random scene.
 
     seed_or_rng: int seed or numpy Generator. Returns (rgb uint8 HxWx3, ground mask class ids
     uint8 HxW, clean mask class ids uint8 HxW, meta dict). meta also carries the per-pixel
     'rock_id' (-1 = no rock), 'depth' (m along the ray, inf = sky) and 'lit' arrays.
-    overrides: see `sample_scene` (test hooks: flat terrain, given rocks, camera, sun, no noise)."""
+    overrides: see `sample_scene` (test hooks: flat terrain, given rocks, camera, sun, no noise).
+    reflectance: 'lunar-lambert' (default) or 'varied' (see `sample_scene`)."""
     dev = resolve_device(device)
     rng = seed_or_rng if isinstance(seed_or_rng, np.random.Generator) else np.random.default_rng(seed_or_rng)
     with torch.no_grad(), _single_thread(dev):
-        scene = sample_scene(rng, width, height, dev, overrides)
+        scene = sample_scene(rng, width, height, dev, overrides, reflectance)
         rgb, gmask, cmask, info = render(scene, dev)
     meta = _meta(scene, gmask, cmask, info)
     meta.update(rock_id=info['rock_id'], depth=info['depth'], lit=info['lit'])
@@ -1025,8 +1055,9 @@ def _write_png(path: Path, rgb: np.ndarray):
 
 def _render_one(args):
     """Render and write image `i` of data set `seed`; returns its meta.csv row."""
-    out, seed, i, width, height, device = args
-    rgb, gmask, cmask, meta = render_scene(image_rng(seed, i), width, height, device)
+    out, seed, i, width, height, device, reflectance = args
+    rgb, gmask, cmask, meta = render_scene(image_rng(seed, i), width, height, device,
+                                           reflectance=reflectance)
     num = f'{i + 1:04d}'
     img = Path(out) / 'images'
     _write_png(img / 'render' / f'render{num}.png', rgb)
@@ -1038,7 +1069,7 @@ def _render_one(args):
 
 
 def render_dataset(out_dir, n, seed, width=720, height=480, device='auto', start_index=0,
-                   progress=True, workers='auto'):
+                   progress=True, workers='auto', reflectance='lunar-lambert'):
     """Render images start_index .. start_index + n - 1 of data set `seed` into out_dir (Kaggle
     layout, see module doc). Returns {'n', 'out', 'meta', 'seconds', 'images_per_s', 'device',
     'workers'}.
@@ -1047,7 +1078,8 @@ def render_dataset(out_dir, n, seed, width=720, height=480, device='auto', start
     meta.csv is (re)written only when all n images are done (temporary file + rename); PNGs are
     written under a temporary name and renamed, so no half-written PNG carries a final name.
     workers: processes rendering in parallel; 'auto' = one per CPU core (at most 8) on CPU, 1 on
-    CUDA. Output bytes do not depend on `workers`."""
+    CUDA. Output bytes do not depend on `workers`. reflectance: 'lunar-lambert' (default) or
+    'varied' (see `sample_scene`)."""
     from tqdm import tqdm
     out = Path(out_dir)
     for k in ('render', 'ground', 'clean'):
@@ -1056,7 +1088,7 @@ def render_dataset(out_dir, n, seed, width=720, height=480, device='auto', start
     if workers == 'auto':
         workers = 1 if dev.type == 'cuda' else max(1, min(8, os.cpu_count() or 1))
     workers = max(1, min(int(workers), n)) if n > 0 else 1
-    jobs = [(str(out), int(seed), i, int(width), int(height), str(dev))
+    jobs = [(str(out), int(seed), i, int(width), int(height), str(dev), reflectance)
             for i in range(start_index, start_index + n)]
     import time
     t_start = time.time()

@@ -1,9 +1,10 @@
-"""Disk-resolved reflectance laws of regolith for the asteroid renderer.
+"""Disk-resolved reflectance laws of regolith for the asteroid and lunar renderers.
 
 Each law maps, per surface point, the cosines of the incidence angle (`mu0`, toward the sun) and
-of the emission angle (`mu`, toward the camera) and the frame's phase angle to a radiance factor
-(up to a constant: the sensor model scales each frame by its own exposure). Only points with
-mu0 > 0 that no body shadows are evaluated.
+of the emission angle (`mu`, toward the camera) and the phase angle to a radiance factor (up to
+a constant: the sensor model scales each frame by its own exposure). The phase angle is one
+number per frame for the asteroid (a distant body) and a tensor of one angle per point for the
+lunar surface (the camera stands on it). Only points with mu0 > 0 that nothing shadows matter.
 
 Laws
     ``mcewen``        lunar-Lambert, 2 L mu0 / (mu0 + mu) + (1 - L) mu0, with L(phase) from
@@ -22,7 +23,7 @@ Laws
 
 Modes (the renderer's ``reflectance`` option and ``spacenav synth asteroid --reflectance``)
     ``lunar-lambert`` every frame uses ``mcewen`` (the default; data sets rendered before this
-                      module existed are reproduced byte for byte).
+                      module existed are reproduced byte for byte, asteroid and lunar).
     ``varied``        each frame draws one of the four laws with equal probability and its
                       parameters uniformly from the ranges above (w 0.05-0.6, xi -0.5-0,
                       B0 0-1, h 0.02-0.12), so a network does not learn one law's limb and
@@ -35,6 +36,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import torch
+
 MODES = ('lunar-lambert', 'varied')
 FAMILIES = ('mcewen', 'lunar_lambert', 'minnaert', 'hapke')
 MINNAERT_MU_FLOOR = 0.05
@@ -45,10 +48,13 @@ RANGES = {
 }
 
 
-def mcewen_weight(phase_deg: float) -> float:
-    """McEwen's L(alpha) (alpha in degrees), clamped to [0, 1]."""
+def mcewen_weight(phase_deg):
+    """McEwen's L(alpha) (alpha in degrees: a float or a tensor), clamped to [0, 1]."""
     a = phase_deg
-    return min(1.0, max(0.0, 1 - 0.019 * a + 2.42e-4 * a ** 2 - 1.46e-6 * a ** 3))
+    val = 1 - 0.019 * a + 2.42e-4 * a ** 2 - 1.46e-6 * a ** 3
+    if isinstance(val, torch.Tensor):
+        return val.clamp(0.0, 1.0)
+    return min(1.0, max(0.0, val))
 
 
 def lunar_lambert(mu0, mu, L: float):
@@ -59,10 +65,15 @@ def minnaert(mu0, mu, k: float):
     return mu0 ** k * mu.clamp_min(MINNAERT_MU_FLOOR) ** (k - 1)
 
 
-def hapke(mu0, mu, phase_deg: float, w: float, xi: float, B0: float, h: float):
-    g = math.radians(phase_deg)
-    p = (1 - xi * xi) / (1 + 2 * xi * math.cos(g) + xi * xi) ** 1.5
-    B = B0 / (1 + math.tan(g / 2) / h)
+def hapke(mu0, mu, phase_deg, w: float, xi: float, B0: float, h: float):
+    if isinstance(phase_deg, torch.Tensor):
+        g = torch.deg2rad(phase_deg)
+        cos_g, tan_half = torch.cos(g), torch.tan(g / 2)
+    else:
+        g = math.radians(phase_deg)
+        cos_g, tan_half = math.cos(g), math.tan(g / 2)
+    p = (1 - xi * xi) / (1 + 2 * xi * cos_g + xi * xi) ** 1.5
+    B = B0 / (1 + tan_half / h)
     gamma = math.sqrt(1 - w)
 
     def H(x):
@@ -85,8 +96,9 @@ class ReflectanceLaw:
             raise ValueError(f'{self.family} takes parameters {sorted(expected)}, '
                              f'got {[k for k, _ in self.params]}')
 
-    def __call__(self, mu0, mu, phase_deg: float):
-        """Radiance factor for torch tensors mu0 (> 0) and mu (> 0)."""
+    def __call__(self, mu0, mu, phase_deg):
+        """Radiance factor for torch tensors mu0 (>= 0) and mu (> 0); phase_deg a float or a
+        tensor shaped like mu0."""
         p = dict(self.params)
         if self.family == 'mcewen':
             return lunar_lambert(mu0, mu, mcewen_weight(phase_deg))

@@ -308,6 +308,39 @@ def test_eval_perturb_scores_the_perturbed_frames(tmp_path, capsys):
     np.testing.assert_array_equal(r['confusion_matrix'], matrices['none'])
 
 
+def test_eval_segmentation_breaks_the_scores_down_by_reflectance_law(tmp_path, capsys):
+    """With a meta.csv `reflectance` column (synth lunar --reflectance varied) the evaluation
+    adds one confusion matrix per law family; frames missing from meta.csv count only overall."""
+    from spacenav_perception.nets.reference import expected_classes, export_reference_model
+    from spacenav_perception.training.segmentation_task import list_samples, read_sample, scores
+    data = make_lunar_set(tmp_path / 'data', n=4, seed=3)
+    ref = export_reference_model('segmentation', tmp_path / 'ref', 48, 64)
+    laws = {'render0001.png': 'hapke w=0.300 xi=-0.200 B0=0.500 h=0.050',
+            'render0002.png': 'mcewen', 'render0003.png': 'hapke w=0.100 xi=0.000 B0=0.000 h=0.100'}
+    with open(data / 'meta.csv', 'w') as fh:
+        fh.write('image_name,seed,reflectance\n')
+        fh.writelines(f'{k},1,{v}\n' for k, v in laws.items())
+    assert cli_main(['eval', 'segmentation', '--data', str(data), '--model', str(ref), '--json',
+                     '--min-hazard-region-px', '0']) == 0
+    r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    want = {}
+    for sample in list_samples(data):
+        law = laws.get(sample.image.name, '').split(' ')[0]
+        if not law:
+            continue
+        img, truth = read_sample(sample)
+        cm = want.setdefault(law, np.zeros((4, 4), np.int64))
+        np.add.at(cm, (truth.reshape(-1), expected_classes(img / 255.0).reshape(-1)), 1)
+    assert r['n'] == 4
+    assert [(b['reflectance'], b['n']) for b in r['by_reflectance']] == [('hapke', 2), ('mcewen', 1)]
+    for b in r['by_reflectance']:
+        s = scores(want[b['reflectance']])
+        assert b['miou'] == pytest.approx(s['miou'])
+        assert b['iou'] == pytest.approx(s['iou'], nan_ok=True)
+    assert cli_main(['eval', 'segmentation', '--data', str(data), '--model', str(ref)]) == 0
+    assert 'reflectance hapke        : mIoU' in capsys.readouterr().out
+
+
 def test_export_input_size_is_checked_by_running_the_network():
     """--input-hw is accepted where the network runs and keeps one logit per input pixel,
     whatever the arch: hazardnet_sp takes 36x52 (not multiples of 16), the report U-Net

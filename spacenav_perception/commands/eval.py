@@ -55,7 +55,9 @@ def register(subparsers) -> None:
         description='Per-class IoU from one confusion matrix accumulated over the set at the '
                     'frames\' own resolution, mIoU, pixel accuracy; rocks found by size (a '
                     'truth rock is found when half its pixels are predicted rock; JSON key '
-                    '"rocks", with false alarms); a confusion-matrix PNG and overlay samples '
+                    '"rocks", with false alarms); where meta.csv has a reflectance column '
+                    '(synth lunar --reflectance varied), mIoU and IoU per reflectance law '
+                    '(JSON key "by_reflectance"); a confusion-matrix PNG and overlay samples '
                     'with --out.')
     s.add_argument('--data', required=True, help='lunar dataset (images/render + masks)')
     s.add_argument('--model', default=None, help='model file (default: packaged models/hazard.ts)')

@@ -1,6 +1,8 @@
 """Segmentation evaluation through the node's runtime path (InferenceEngine +
 SegmentationPredictor): the predicted class map at the *input* (frame) resolution is compared
 with the mask decoded from the dataset; one confusion matrix is accumulated over the whole set.
+When the set's meta.csv has a ``reflectance`` column (``spacenav synth lunar --reflectance
+varied``), one more confusion matrix per reflectance law family gives ``by_reflectance``.
 """
 from __future__ import annotations
 
@@ -40,7 +42,10 @@ def evaluate_segmentation(data, model=None, masks='clean', device='cpu', out=Non
     pairs = list_samples(data, masks)
     if limit:
         pairs = pairs[:limit]
+    laws = _reflectance_families(data)
     cm = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+    cm_law: dict[str, np.ndarray] = {}
+    n_law: dict[str, int] = {}
     rocks = RockDetectionCounter()
     samples, latency, n = [], [], 0
     pick = set(np.linspace(0, len(pairs) - 1, min(n_overlays, len(pairs))).astype(int).tolist())
@@ -54,7 +59,13 @@ def evaluate_segmentation(data, model=None, masks='clean', device='cpu', out=Non
         pred = predictor.predict(img, 'rgb8').classes
         latency.append(time.perf_counter() - t0)
         idx = truth.reshape(-1).astype(np.int64) * NUM_CLASSES + pred.reshape(-1)
-        cm += np.bincount(idx, minlength=NUM_CLASSES ** 2).reshape(NUM_CLASSES, NUM_CLASSES)
+        frame_cm = np.bincount(idx, minlength=NUM_CLASSES ** 2).reshape(NUM_CLASSES, NUM_CLASSES)
+        cm += frame_cm
+        law = laws.get(Path(sample.image).name)
+        if law:
+            cm_law.setdefault(law, np.zeros_like(cm))
+            cm_law[law] += frame_cm
+            n_law[law] = n_law.get(law, 0) + 1
         rocks.add(truth, pred)
         n += 1
         if i in pick:
@@ -70,6 +81,10 @@ def evaluate_segmentation(data, model=None, masks='clean', device='cpu', out=Non
               'logit_offset': list(predictor.logit_offset),
               'predictor_latency_ms': {'p50': float(np.median(latency) * 1e3) if latency else None,
                                        'p90': float(np.percentile(latency, 90) * 1e3) if latency else None}}
+    if cm_law:
+        result['by_reflectance'] = [
+            {'reflectance': law, 'n': n_law[law], 'miou': scores(c)['miou'], 'iou': scores(c)['iou']}
+            for law, c in sorted(cm_law.items())]
     if out:
         from ..training import plots
         out = Path(out)
@@ -84,6 +99,14 @@ def evaluate_segmentation(data, model=None, masks='clean', device='cpu', out=Non
     return result
 
 
+def _reflectance_families(data) -> dict:
+    """image name -> reflectance law family from DATA/meta.csv (empty without the column)."""
+    from ..synth.dataset_files import read_rows
+    return {r['image_name']: r['reflectance'].split(' ')[0]
+            for r in read_rows(Path(data) / 'meta.csv')
+            if r.get('image_name') and (r.get('reflectance') or '').strip()}
+
+
 def format_table(result: dict) -> str:
     lines = [f'n {result["n"]}  mIoU {result["miou"]:.4f}  pixel accuracy '
              f'{result["pixel_accuracy"]:.4f}  (masks: {result["masks"]})']
@@ -91,6 +114,9 @@ def format_table(result: dict) -> str:
         lines.append(f'  IoU {k:<11} {v:.4f}')
     if any(result.get('logit_offset') or []):
         lines.append('logit offset ' + ' '.join(f'{v:g}' for v in result['logit_offset']))
+    for b in result.get('by_reflectance', []):
+        lines.append(f'reflectance {b["reflectance"]:<13}: mIoU {b["miou"]:.4f}  ' + '  '.join(
+            f'{k} {v:.3f}' for k, v in b['iou'].items()) + f'  (n {b["n"]})')
     if 'rocks' in result:
         lines += format_rocks(result['rocks'])
     lat = result['predictor_latency_ms']

@@ -70,6 +70,8 @@ def test_sample_law_modes_and_ranges():
         assert torch.all(torch.isfinite(out)) and torch.all(out > 0)
     with pytest.raises(ValueError, match='unknown reflectance mode'):
         R.sample_law(rng, 'hapke')
+    from spacenav_perception.commands.synth import REFLECTANCE_MODES
+    assert REFLECTANCE_MODES == R.MODES            # the CLI's choices
     with pytest.raises(ValueError, match='unknown reflectance law'):
         R.ReflectanceLaw('phong')
     with pytest.raises(ValueError, match='minnaert takes parameters'):

@@ -43,12 +43,7 @@ def register(subparsers) -> None:
                    help='torch CPU threads (default 1: the renderer is fastest per core with one '
                         'thread; for more throughput run several processes with --start-index '
                         'into the same --out; 0: torch default)')
-    a.add_argument('--reflectance', choices=('lunar-lambert', 'varied'), default='lunar-lambert',
-                   help="regolith reflectance: 'lunar-lambert' (McEwen's phase-dependent "
-                        "lunar-Lambert law, every frame) or 'varied' (per frame one of "
-                        'lunar-Lambert with a random limb weight, Minnaert or Hapke, random '
-                        'parameters; the scene, sensor and noise are those of the default '
-                        'for the same seed and index) (default: lunar-lambert)')
+    _add_reflectance(a, 'frame')
     a.add_argument('--no-silhouettes', action='store_true',
                    help='do not write OUT/silhouettes/ (the shape masks used in training)')
     a.add_argument('--no-progress', action='store_true', help='no progress bar')
@@ -68,14 +63,22 @@ def register(subparsers) -> None:
                     help='torch CPU threads (0: torch default)')
     lu.add_argument('--workers', default='auto',
                     help="worker processes for the lunar renderer ('auto' or a number)")
-    lu.add_argument('--reflectance', choices=('lunar-lambert', 'varied'), default='lunar-lambert',
-                    help="regolith reflectance: 'lunar-lambert' (McEwen's law with each pixel's "
-                         "phase angle, every view) or 'varied' (per view one of lunar-Lambert "
-                         'with a random limb weight, Minnaert or Hapke, random parameters; the '
-                         'scene, sensor and noise are those of the default for the same seed '
-                         'and index) (default: lunar-lambert)')
+    _add_reflectance(lu, 'view')
     lu.add_argument('--no-progress', action='store_true', help='no progress bar')
     lu.set_defaults(func=run_lunar)
+
+
+# synth/reflectance.py MODES (not imported here: it imports torch; a test keeps them equal)
+REFLECTANCE_MODES = ('lunar-lambert', 'varied')
+
+
+def _add_reflectance(parser, unit: str) -> None:
+    parser.add_argument(
+        '--reflectance', choices=REFLECTANCE_MODES, default=REFLECTANCE_MODES[0],
+        help=f"regolith reflectance: 'lunar-lambert' (McEwen's phase-dependent lunar-Lambert "
+             f"law, every {unit}) or 'varied' (per {unit} one of lunar-Lambert with a random "
+             'limb weight, Minnaert or Hapke, random parameters; the scene, sensor and noise '
+             'are those of the default for the same seed and index) (default: lunar-lambert)')
 
 
 def _help(parser) -> int:

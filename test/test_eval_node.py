@@ -249,3 +249,51 @@ def test_eval_node_hazard_and_segmentation_exact(eval_graph):
     expected = tp / (cm.sum(0) + cm.sum(1) - tp)
     assert list(g['per_class_iou'].values()) == pytest.approx(list(expected), abs=1e-12)
     assert g['miou'] == pytest.approx(expected.mean(), abs=1e-12)
+
+
+def test_eval_node_reads_compressed_images(tmp_path):
+    """image_transport:=compressed: CompressedImage on image_topic/compressed is decoded for the
+    thumbnails and the latency reference; a corrupt payload is rejected and counted, the node
+    carries on."""
+    from sensor_msgs.msg import CompressedImage
+    from spacenav_perception.core.compressed_image import encode_compressed
+    from spacenav_perception.nodes.eval_node import EvalNode
+    init_rclpy()
+    node = EvalNode(parameter_overrides=[
+        Parameter('image_topic', value='/cam3/image'),
+        Parameter('image_transport', value='compressed'),
+        Parameter('qos_reliability', value='reliable'),
+        Parameter('output_dir', value=str(tmp_path / 'eval')),
+        Parameter('listen_diagnostics', value=False)])
+    probe = make_node('eval_probe_c')
+    pub = probe.create_publisher(CompressedImage, '/cam3/image/compressed', reliable_qos(20))
+    truth = probe.create_publisher(PointStamped, '/centroid_truth', reliable_qos(20))
+    pred = probe.create_publisher(PointStamped, '/centroid', reliable_qos(20))
+    frames = {i: np.full((6, 9, 3), 40 * i, np.uint8) for i in range(3)}
+    with ros_graph(node, probe, destroy=False):
+        for p in (pub, truth, pred):
+            wait_matched(p)
+        for i, img in frames.items():
+            fmt, data = encode_compressed(img, 'rgb8', 'png')
+            msg = CompressedImage(format=fmt, data=data)
+            msg.header.stamp = stamp(i)
+            pub.publish(msg)
+        bad = CompressedImage(format='png', data=b'not an image at all')
+        bad.header.stamp = stamp(3)
+        pub.publish(bad)
+        ev = node.evaluator
+        wait_for(lambda: ev.images.received == 4, what='compressed images at the evaluator')
+        for i in frames:
+            truth.publish(point(i, 1.0, 2.0))
+            pred.publish(point(i, 1.0, 2.0 + i))
+        wait_for(lambda: ev.centroid.pred.received == 3, what='answers at the evaluator')
+        summary = node.summary()
+    assert node.rejected == 1
+    assert summary['frames_seen'] == 4
+    assert summary['latency']['centroid']['n'] == 3
+    for i, img in frames.items():
+        _, thumb, _, shape = ev._image_seen[stamp_ns(i)]
+        assert shape == (6, 9) and np.array_equal(thumb, img)    # PNG is lossless
+    assert ev._image_seen[stamp_ns(3)][1] is None
+    probe.destroy_node()
+    node.destroy_node()

@@ -3,7 +3,8 @@
 Subscribes:  /centroid (geometry_msgs/PointStamped) + /centroid_truth
              /hazard_mask (mono8 0/255) + /hazard_truth
              /segmentation (mono8 class ids) + /segmentation_truth
-             /camera/image_raw (thumbnails for the pictures, latency reference)
+             /camera/image_raw (thumbnails for the pictures, latency reference; or
+             /camera/image_raw/compressed, CompressedImage, with image_transport:=compressed)
              /diagnostics (the nodes' own latency figures, kept for the report)
 Publishes:   /diagnostics  running figures at 1 Hz (frames matched, centroid mean / median /
              p95 px, hazard IoU, segmentation mIoU + per-class IoU, missed / unmatched /
@@ -28,11 +29,12 @@ from geometry_msgs.msg import PointStamped
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 
 from spacenav_perception.core.image_codec import ImageRejected, to_rgb_u8
 from spacenav_perception.evaluation import online_metrics as om
-from spacenav_perception.nodes.image_msgs import image_to_array
+from spacenav_perception.nodes.image_msgs import decompress, image_to_array
+from spacenav_perception.nodes.image_node import TRANSPORTS
 from spacenav_perception.nodes.params import NodeConfigError, declare
 from spacenav_perception.nodes.qos import RELIABILITY
 from spacenav_perception.nodes.params import choice
@@ -43,6 +45,9 @@ MAX_PIXELS = 8192 * 8192
 PARAMETERS = (
     ('image_topic', '/camera/image_raw', 'Camera images (thumbnails for the pictures; '
                                          'reference time for the answer latency)'),
+    ('image_transport', 'raw', 'raw: sensor_msgs/Image on image_topic; compressed: '
+                               'sensor_msgs/CompressedImage (PNG or JPEG) on image_topic + '
+                               '/compressed, as the perception nodes read it'),
     ('centroid_topic', '/centroid', 'Centroid predictions (geometry_msgs/PointStamped)'),
     ('centroid_truth_topic', '/centroid_truth', 'Centroid truth (geometry_msgs/PointStamped)'),
     ('hazard_topic', '/hazard_mask', 'Hazard mask predictions (mono8, non-zero = hazard)'),
@@ -109,7 +114,12 @@ class EvalNode(Node):
                   lambda m: self._on_mask(m, ev.add_segmentation_truth), qos)
         # The image subscription last: a replay waiting for image subscribers then finds the
         # truth subscriptions (created first) matched too.
-        self._sub(Image, p['image_topic'], self._on_image, qos)
+        self.compressed = choice('image_transport', p['image_transport'],
+                                 TRANSPORTS) == 'compressed'
+        self.image_topic = (p['image_topic'].rstrip('/') + '/compressed' if self.compressed
+                            else p['image_topic'])
+        self._sub(CompressedImage if self.compressed else Image, self.image_topic,
+                  self._on_image, qos)
         self.rejected = 0
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         if p['listen_diagnostics']:
@@ -137,11 +147,14 @@ class EvalNode(Node):
             f'(policy {event.last_policy_kind}); its messages are not evaluated. Use '
             f'qos_reliability:=best_effort here or make the publisher reliable.')
 
-    def _on_image(self, msg: Image):
+    def _on_image(self, msg):
         now = _now()
         try:
-            array = image_to_array(msg, MAX_PIXELS)
-            rgb = to_rgb_u8(array, msg.encoding) if self.evaluator.keep_thumbnails else None
+            if self.compressed:
+                image, array = decompress(msg, MAX_PIXELS)
+            else:
+                image, array = msg, image_to_array(msg, MAX_PIXELS)
+            rgb = to_rgb_u8(array, image.encoding) if self.evaluator.keep_thumbnails else None
         except ImageRejected as exc:
             self._reject(msg, exc)
             self.evaluator.add_image(_stamp(msg), None, now)
@@ -164,7 +177,8 @@ class EvalNode(Node):
     def _reject(self, msg, exc):
         self.rejected += 1
         if self.rejected == 1 or self.rejected % 100 == 0:
-            self.get_logger().warning(f'rejected a {msg.encoding} frame ({exc.reason}): {exc} '
+            kind = getattr(msg, 'encoding', None) or f'compressed ({msg.format})'
+            self.get_logger().warning(f'rejected a {kind} frame ({exc.reason}): {exc} '
                                       f'[{self.rejected} so far]')
 
     def _on_diagnostics(self, msg: DiagnosticArray):

@@ -78,7 +78,7 @@ import torch
 import torch.nn.functional as F
 
 from spacenav_perception.synth.dataset_files import DirLock, read_rows, write_csv_atomic
-from spacenav_perception.synth.reflectance import ReflectanceLaw, sample_law
+from spacenav_perception.synth.reflectance import ReflectanceLaw, mcewen_weight, sample_law
 from spacenav_perception.synth.sensor import blur as sensor_blur, expose, sample_sensor_params
 
 from spacenav_perception.core.lunar_classes import (  # noqa: F401  (re-exported)
@@ -803,25 +803,18 @@ def _terrain_normal_albedo(scene: Scene, x, y):
     return n, alb
 
 
-def _lunar_lambert(n, sun_t, view, albedo):
-    mu0 = torch.clamp((n * sun_t[None]).sum(-1), min=0.0)
-    mu = torch.clamp((n * view).sum(-1), min=1e-3)
-    cos_a = torch.clamp((view * sun_t[None]).sum(-1), -1, 1)
-    alpha = torch.rad2deg(torch.acos(cos_a))
-    big_l = torch.clamp(1 - 0.019 * alpha + 2.42e-4 * alpha ** 2 - 1.46e-6 * alpha ** 3, 0.0, 1.0)
-    return albedo * (2 * big_l * mu0 / (mu0 + mu + 1e-6) + (1 - big_l) * mu0)
-
-
 def _direct_radiance(law: ReflectanceLaw, n, sun_t, view, albedo, lit):
-    """Sunlit radiance of the hit points under `law` (0 where not `lit`). McEwen's law is the
-    function above, bit for bit; another law is scaled so that its median over the lit points
-    equals McEwen's there, so the ambient term stays a fraction of the typical sunlit radiance."""
-    ref = _lunar_lambert(n, sun_t, view, albedo) * lit.float()
-    if law.family == 'mcewen' or not bool(lit.any()):
-        return ref
+    """Sunlit radiance of the hit points under `law` (0 where not `lit`), with each point's own
+    incidence, emission and phase angles. McEwen's law is the renderer's since its first
+    session, bit for bit; another law is scaled so that its median over the lit points equals
+    McEwen's there, so the ambient term stays a fraction of the typical sunlit radiance."""
     mu0 = torch.clamp((n * sun_t[None]).sum(-1), min=0.0)
     mu = torch.clamp((n * view).sum(-1), min=1e-3)
     alpha = torch.rad2deg(torch.acos(torch.clamp((view * sun_t[None]).sum(-1), -1, 1)))
+    big_l = mcewen_weight(alpha)
+    ref = albedo * (2 * big_l * mu0 / (mu0 + mu + 1e-6) + (1 - big_l) * mu0) * lit.float()
+    if law.family == 'mcewen' or not bool(lit.any()):
+        return ref
     rad = albedo * law(mu0, mu, alpha).clamp_min(0.0) * lit.float()
     scale = float(ref[lit].median()) / max(float(rad[lit].median()), 1e-12)
     return rad * scale

@@ -82,9 +82,11 @@ def evaluate_segmentation(data, model=None, masks='clean', device='cpu', out=Non
               'predictor_latency_ms': {'p50': float(np.median(latency) * 1e3) if latency else None,
                                        'p90': float(np.percentile(latency, 90) * 1e3) if latency else None}}
     if cm_law:
-        result['by_reflectance'] = [
-            {'reflectance': law, 'n': n_law[law], 'miou': scores(c)['miou'], 'iou': scores(c)['iou']}
-            for law, c in sorted(cm_law.items())]
+        result['by_reflectance'] = []
+        for law, c in sorted(cm_law.items()):
+            sc = scores(c)
+            result['by_reflectance'].append({'reflectance': law, 'n': n_law[law],
+                                             'miou': sc['miou'], 'iou': sc['iou']})
     if out:
         from ..training import plots
         out = Path(out)

@@ -41,8 +41,9 @@ Scene model
   lunar-Lambert law with a constant limb weight, a Minnaert or a Hapke law (``reflectance.py``;
   column ``reflectance`` in meta.csv), scaled so that its median over the sunlit pixels equals
   McEwen's (the ambient term keeps its meaning: a fraction of the typical sunlit radiance); the
-  scene, sensor and noise are those of the default mode for the same seed and index. Rocks carry the same regolith albedo
-  texture as the ground times a per-rock factor of 0.85-1.3, so they are not separable by colour:
+  scene, sensor and noise are those of the default mode for the same seed and index.
+  Rocks carry the same regolith albedo texture as the ground times a per-rock factor of
+  0.85-1.3, so they are not separable by colour:
   the labels have to be learnt from shape, shading and shadow context. Regolith albedo varies
   within a view (fractal albedo maps at metre and centimetre scales) and between views (texture
   contrast x0.6-2; `regolith_albedo` in meta.csv is the nominal normal albedo, which the

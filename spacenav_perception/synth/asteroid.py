@@ -74,7 +74,7 @@ import numpy as np
 import torch
 
 from spacenav_perception.synth import sensor as sensor_model
-from spacenav_perception.synth.reflectance import ReflectanceLaw, sample_law
+from spacenav_perception.synth.reflectance import ReflectanceLaw, frame_law
 from spacenav_perception.synth.dataset_files import DirLock, read_rows, write_csv_atomic
 
 FOV_DEG = 5.5
@@ -503,8 +503,7 @@ def sample_scene(rng: np.random.Generator, size: int = 1024, **options) -> Scene
     sensor = sensor_model.sample_sensor_params(rng, **(options.get('sensor') or {}))
     law = options.get('reflectance') or 'lunar-lambert'
     if not isinstance(law, ReflectanceLaw):
-        # a spawned stream: the draws above and the sensor noise drawn later stay the same
-        law = sample_law(rng.spawn(1)[0] if law != 'lunar-lambert' else None, law)
+        law = frame_law(rng, law)
     info = {'primary_diameter_m': pinfo['diameter_m'], 'primary_polar_ratio': pinfo['polar_ratio'],
             'com_offset_m': float(np.linalg.norm(com_body)), 'planned_cut': cut,
             'primary_r_eq_m': pinfo['diameter_m'] / 2}

@@ -79,7 +79,7 @@ import torch
 import torch.nn.functional as F
 
 from spacenav_perception.synth.dataset_files import DirLock, read_rows, write_csv_atomic
-from spacenav_perception.synth.reflectance import ReflectanceLaw, mcewen_weight, sample_law
+from spacenav_perception.synth.reflectance import ReflectanceLaw, frame_law, mcewen_weight
 from spacenav_perception.synth.sensor import blur as sensor_blur, expose, sample_sensor_params
 
 from spacenav_perception.core.lunar_classes import (  # noqa: F401  (re-exported)
@@ -465,8 +465,7 @@ def sample_scene(rng, width=720, height=480, device='cpu', overrides=None,
         rock_roughness=rng.uniform(0.6, 1.4),
         noise_seed=int(rng.integers(0, 2 ** 62)),
     )
-    # a spawned stream: every draw above stays the default mode's
-    law = sample_law(rng.spawn(1)[0] if reflectance != 'lunar-lambert' else None, reflectance)
+    law = frame_law(rng, reflectance)
     f32 = dict(dtype=torch.float32, device=device)
     return Scene(
         width=int(width), height=int(height), camera=cam, sun_elevation_deg=sun_el,

@@ -123,3 +123,12 @@ def sample_law(rng, mode: str = 'lunar-lambert') -> ReflectanceLaw:
     params = tuple((name, float(rng.uniform(lo, hi)))
                    for name, (lo, hi) in RANGES.get(family, {}).items())
     return ReflectanceLaw(family, params)
+
+
+def frame_law(frame_rng, mode: str = 'lunar-lambert') -> ReflectanceLaw:
+    """The law of one rendered frame under `mode`, drawn (in 'varied' mode) from a stream
+    spawned from the frame's generator: the frame's own draws (scene, sensor, noise) are those
+    of the default mode, whichever law is drawn."""
+    if mode == 'varied':
+        return sample_law(frame_rng.spawn(1)[0], mode)
+    return sample_law(None, mode)

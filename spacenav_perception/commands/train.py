@@ -103,9 +103,10 @@ def register(subparsers) -> None:
                         'same')
     s.add_argument('--region-loss', choices=REGION_LOSSES, default=DEFAULT_REGION_LOSS,
                    help='the term added to the class-weighted cross-entropy (hazardnet archs): '
-                        'dice (soft Dice, every shipped model) or lovasz (Lovasz-softmax, a '
-                        'surrogate of the per-class IoU); the report U-Net uses cross-entropy '
-                        'alone')
+                        'dice (soft Dice; trains the shipped model from scratch) or lovasz '
+                        '(Lovasz-softmax, a surrogate of the per-class IoU; the shipped model\'s '
+                        'last fine-tunes, see its manifest); the report U-Net uses '
+                        'cross-entropy alone')
     s.set_defaults(func=run_segmentation)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 

@@ -22,7 +22,7 @@ from fake_datasets import make_asteroid_set, make_lunar_set
 @pytest.fixture(scope='module')
 def centroid_run(tmp_path_factory):
     root = tmp_path_factory.mktemp('centroid')
-    data = make_asteroid_set(root / 'data', n=6, size=128, seed=4)
+    data = make_asteroid_set(root / 'data', n=6, size=128, seed=4, sun_dirs=True)
     task = CentroidTask(data, data, 'centroidnet', input_size=64)
     Trainer(task, TrainConfig(out=str(root / 'run'), epochs=1, batch_size=3, threads=1)).fit()
     return root, data
@@ -96,6 +96,45 @@ def test_eval_centroid_json_through_cli(centroid_run, capsys, tmp_path):
         assert np.hypot(dx, dy) == pytest.approx(float(row['error_px']), abs=2e-4)
         assert 0.0 <= float(row['confidence']) <= 1.0
     assert r['relative_to_diameter']['cob']['n'] == 6
+    # the error split along / across the sun's direction in the image, from meta's sun_cam_x/y
+    meta = {m['image_name']: m for m in csv.DictReader(open(data / 'meta.csv'))}
+    along, across = [], []
+    for row in rows:
+        a = np.arctan2(float(meta[row['image_name']]['sun_cam_y']),
+                       float(meta[row['image_name']]['sun_cam_x']))
+        dx = float(row['x_pred']) - float(row['x_true'])
+        dy = float(row['y_pred']) - float(row['y_true'])
+        along.append(dx * np.cos(a) + dy * np.sin(a))
+        across.append(-dx * np.sin(a) + dy * np.cos(a))
+        assert float(row['along_sun_px']) == pytest.approx(along[-1], abs=2e-3)
+        assert float(row['across_sun_px']) == pytest.approx(across[-1], abs=2e-3)
+    everything = r['by_sun_axis'][0]
+    assert everything['phase_deg'] == 'all' and everything['n'] == 6
+    assert everything['median_along_px'] == pytest.approx(np.median(along), abs=1e-3)
+    assert everything['median_abs_across_px'] == pytest.approx(np.median(np.abs(across)), abs=1e-3)
+    assert sum(b['n'] for b in r['by_sun_axis'][1:]) == 6
+
+
+def test_sun_axis_sign_convention_on_lit_discs(tmp_path):
+    """The centre of brightness of a disc lit from one side lies towards the sun: its error
+    along the sun axis is positive, and it has none across it."""
+    from spacenav_perception.evaluation.centroid_eval import sun_axis_errors
+    from spacenav_perception.training.centroid_task import read_dataset
+    from spacenav_perception.data.asteroid_dataset import read_image
+    data = make_asteroid_set(tmp_path / 'd', n=8, size=128, seed=7, sun_dirs=True)
+    true, pred, sun = [], [], []
+    for rec in read_dataset(data):
+        true.append((rec.x, rec.y))
+        pred.append(centre_of_brightness(read_image(rec.path)))
+        sun.append((float(rec.meta['sun_cam_x']), float(rec.meta['sun_cam_y'])))
+    along, across = sun_axis_errors(true, pred, sun)
+    assert (along > 1.0).all(), along
+    assert np.abs(across).max() < 0.25 * along.min(), (along, across)
+    # rotating the sun a quarter turn counter-clockwise on screen moves the error across it
+    rot = np.asarray(sun) @ np.array([[0.0, -1.0], [1.0, 0.0]])
+    along2, across2 = sun_axis_errors(true, pred, rot)
+    assert across2 == pytest.approx(along, abs=1e-9)
+    assert np.isnan(sun_axis_errors([(0, 0)], [(1, 1)], [(0.0, 0.0)])[0]).all()
 
 
 def test_d4_export_is_the_averaged_network_in_every_format(centroid_run, tmp_path):

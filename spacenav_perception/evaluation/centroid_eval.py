@@ -15,7 +15,11 @@ frame or cut by the frame edge, column ``cut_by_edge``), ``by_reflectance`` (the
 reflectance law family, column ``reflectance``: mcewen, lunar_lambert, minnaert, hapke) and
 ``relative_to_diameter`` (error divided by the body's apparent diameter in px, column
 ``apparent_diameter_px``: a scale-free figure, since the error of a shape-inference model grows
-with the body's size in the image).
+with the body's size in the image) and ``by_sun_axis`` (columns ``sun_cam_x``, ``sun_cam_y``: the
+sun direction in camera axes, x right and y down as in the image): the model's error split into
+the component along the sun's direction in the image (positive = towards the sun, i.e. towards
+the lit side) and the component across it, over all frames and per phase bin. Inferring the
+unlit part of a body moves the answer along the sun axis; errors across it do not come from that.
 Data sets without those columns simply get no breakdown.
 """
 from __future__ import annotations
@@ -65,6 +69,28 @@ def _breakdown(rows: list, err: np.ndarray, base: dict) -> list:
     return out
 
 
+def _sun_axis_row(label: dict, along: np.ndarray, across: np.ndarray) -> dict:
+    return {**label, 'n': int(len(along)),
+            'median_abs_along_px': float(np.median(np.abs(along))),
+            'median_along_px': float(np.median(along)), 'mean_along_px': float(np.mean(along)),
+            'median_abs_across_px': float(np.median(np.abs(across)))}
+
+
+def sun_axis_errors(xy_true, xy_pred, sun_xy):
+    """(along, across) components of pred - true (N, 2 arrays) in the image: along the unit
+    vector of `sun_xy` (N, 2; the sun direction's camera x, y), positive towards the sun, and
+    across it (positive 90 degrees clockwise from the sun direction on screen, y down).
+    Rows whose sun direction has no image component (or is unknown) get NaN."""
+    d = np.asarray(xy_pred, np.float64) - np.asarray(xy_true, np.float64)
+    s = np.asarray(sun_xy, np.float64)
+    norm = np.hypot(s[:, 0], s[:, 1])
+    with np.errstate(invalid='ignore', divide='ignore'):
+        u = s / np.where(norm > 1e-9, norm, np.nan)[:, None]
+    along = d[:, 0] * u[:, 0] + d[:, 1] * u[:, 1]
+    across = -d[:, 0] * u[:, 1] + d[:, 1] * u[:, 0]
+    return along, across
+
+
 def _encoding(img: np.ndarray) -> str:
     if img.dtype == np.uint16:
         return 'mono16'
@@ -87,7 +113,7 @@ def evaluate_centroid(data, model=None, device='cpu', out=None, min_confidence=0
     data = Path(data)
     records = read_dataset(data, limit)
     names, err, err_any, base_err, latency = [], [], [], {k: [] for k in BASELINES}, []
-    phase, diameter, cut, law, xy = [], [], [], [], []
+    phase, diameter, cut, law, xy, sun = [], [], [], [], [], []
     n_no_target = n_skipped = 0
     for rec in tqdm(records, desc='eval centroid', disable=not progress):
         name, x, y = rec.name, rec.x, rec.y
@@ -115,6 +141,7 @@ def evaluate_centroid(data, model=None, device='cpu', out=None, min_confidence=0
         diameter.append(_meta_float(rec.meta, 'apparent_diameter_px'))
         cut.append(_meta_float(rec.meta, 'cut_by_edge'))
         law.append(((rec.meta or {}).get('reflectance') or '').split(' ')[0])
+        sun.append((_meta_float(rec.meta, 'sun_cam_x'), _meta_float(rec.meta, 'sun_cam_y')))
     result = stats(err)
     result.update({
         'n_frames': len(names), 'n_no_target': n_no_target, 'n_skipped': n_skipped,
@@ -151,6 +178,19 @@ def evaluate_centroid(data, model=None, device='cpu', out=None, min_confidence=0
             return ({'n': int(len(r)), 'median': float(np.median(r)),
                      'p95': float(np.percentile(r, 95))} if len(r) else {'n': 0})
         result['relative_to_diameter'] = {'model': rel(e), **{k: rel(v) for k, v in ea.items()}}
+    along = across = np.full(len(names), np.nan)
+    if names:
+        xyv = np.asarray(xy, np.float64)
+        along, across = sun_axis_errors(xyv[:, :2], xyv[:, 2:4], np.asarray(sun, np.float64))
+        along[~np.isfinite(e)] = across[~np.isfinite(e)] = np.nan   # misses: no centroid
+    ok = np.isfinite(along)
+    if ok.any():
+        rows = [_sun_axis_row({'phase_deg': 'all'}, along[ok], across[ok])]
+        for lo, hi in zip(PHASE_BINS[:-1], PHASE_BINS[1:]):
+            sel = ok & (ph >= lo) & (ph < hi)
+            if sel.any():
+                rows.append(_sun_axis_row({'phase_deg': [lo, hi]}, along[sel], across[sel]))
+        result['by_sun_axis'] = rows
     if out:
         from ..training import plots
         out = Path(out)
@@ -164,12 +204,14 @@ def evaluate_centroid(data, model=None, device='cpu', out=None, min_confidence=0
         with open(out / 'per_frame.csv', 'w') as f:
             f.write('image_name,x_true,y_true,x_pred,y_pred,confidence,error_px,error_any_px,' +
                     ','.join(f'{k}_error_px' for k in base_err) +
-                    ',phase_deg,apparent_diameter_px,cut_by_edge,reflectance\n')
+                    ',phase_deg,apparent_diameter_px,cut_by_edge,reflectance,'
+                    'along_sun_px,across_sun_px\n')
             for i, n in enumerate(names):
                 f.write(f'{n},' + ','.join(f'{v:.4f}' for v in xy[i]) +
                         f',{err[i]:.4f},{err_any[i]:.4f},' +
                         ','.join(f'{base_err[k][i]:.4f}' for k in base_err) +
-                        f',{phase[i]},{diameter[i]},{cut[i]},{law[i]}\n')
+                        f',{phase[i]},{diameter[i]},{cut[i]},{law[i]},'
+                        f'{along[i]:.4f},{across[i]:.4f}\n')
     return result
 
 
@@ -199,6 +241,11 @@ def format_table(result: dict) -> str:
     for b in result.get('by_reflectance', []):
         lines.append(f'reflectance {b["reflectance"]:<13}: model median {px(b["median_px"])}, '
                      f'p95 {px(b["p95_px"])} (n {b["n"]})')
+    for b in result.get('by_sun_axis', []):
+        ph = b['phase_deg'] if b['phase_deg'] == 'all' else '{}-{}'.format(*b['phase_deg'])
+        lines.append(f'sun axis, phase {ph:<7}: |along| median {b["median_abs_along_px"]:.2f} '
+                     f'(signed median {b["median_along_px"]:+.2f}, + = towards the sun), '
+                     f'|across| median {b["median_abs_across_px"]:.2f} (n {b["n"]})')
     lat = result['predictor_latency_ms']
     if lat['p50'] is not None:
         lines.append(f'predictor latency p50 {lat["p50"]:.1f} ms ({result["engine"]}, {result["device"]})')

@@ -32,8 +32,10 @@ def register(subparsers) -> None:
                     'and of the classical baseline cob (Otsu threshold + intensity-weighted '
                     'centre of brightness); where meta.csv has the columns, also by phase-angle bin '
                     '(phase_deg), whole vs cut by the frame edge (cut_by_edge), by the '
-                    "renderer's reflectance law (reflectance) and as a "
-                    'fraction of the apparent diameter (apparent_diameter_px). '
+                    "renderer's reflectance law (reflectance), as a "
+                    'fraction of the apparent diameter (apparent_diameter_px) and split along / '
+                    "across the sun's direction in the image (sun_cam_x, sun_cam_y; JSON key "
+                    'by_sun_axis). '
                     'Frames the model calls not-in-view are misses: counted in n_no_target and '
                     'excluded from the px statistics (all_frames in the JSON repeats them with '
                     'the position used anyway).')

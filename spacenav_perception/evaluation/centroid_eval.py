@@ -157,10 +157,10 @@ def evaluate_centroid(data, model=None, device='cpu', out=None, min_confidence=0
     })
     e, ea = np.asarray(err), {k: np.asarray(v) for k, v in base_err.items()}
     ph = np.asarray(phase)
+    phase_bins = [({'phase_deg': [lo, hi]}, (ph >= lo) & (ph < hi))
+                  for lo, hi in zip(PHASE_BINS[:-1], PHASE_BINS[1:])]
     if len(ph) and np.isfinite(ph).any():
-        result['by_phase'] = _breakdown(
-            [({'phase_deg': [lo, hi]}, (ph >= lo) & (ph < hi))
-             for lo, hi in zip(PHASE_BINS[:-1], PHASE_BINS[1:])], e, ea)
+        result['by_phase'] = _breakdown(phase_bins, e, ea)
     cuts = np.asarray(cut)
     if len(cuts) and np.isfinite(cuts).any():
         result['by_edge_cut'] = _breakdown(
@@ -178,19 +178,16 @@ def evaluate_centroid(data, model=None, device='cpu', out=None, min_confidence=0
             return ({'n': int(len(r)), 'median': float(np.median(r)),
                      'p95': float(np.percentile(r, 95))} if len(r) else {'n': 0})
         result['relative_to_diameter'] = {'model': rel(e), **{k: rel(v) for k, v in ea.items()}}
-    along = across = np.full(len(names), np.nan)
-    if names:
-        xyv = np.asarray(xy, np.float64)
-        along, across = sun_axis_errors(xyv[:, :2], xyv[:, 2:4], np.asarray(sun, np.float64))
-        along[~np.isfinite(e)] = across[~np.isfinite(e)] = np.nan   # misses: no centroid
+    xyv = np.asarray(xy, np.float64).reshape(-1, 5)
+    along, across = sun_axis_errors(xyv[:, :2], xyv[:, 2:4],
+                                    np.asarray(sun, np.float64).reshape(-1, 2))
+    along[~np.isfinite(e)] = across[~np.isfinite(e)] = np.nan   # misses: no centroid
     ok = np.isfinite(along)
     if ok.any():
-        rows = [_sun_axis_row({'phase_deg': 'all'}, along[ok], across[ok])]
-        for lo, hi in zip(PHASE_BINS[:-1], PHASE_BINS[1:]):
-            sel = ok & (ph >= lo) & (ph < hi)
-            if sel.any():
-                rows.append(_sun_axis_row({'phase_deg': [lo, hi]}, along[sel], across[sel]))
-        result['by_sun_axis'] = rows
+        result['by_sun_axis'] = [
+            _sun_axis_row(label, along[sel], across[sel])
+            for label, sel in [({'phase_deg': 'all'}, ok)] + [(b, ok & m) for b, m in phase_bins]
+            if sel.any()]
     if out:
         from ..training import plots
         out = Path(out)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from spacenav_perception.commands import HelpFormatter
 from spacenav_perception.core.class_map import (DEFAULT_FLIP_AVERAGE, DEFAULT_UPSAMPLING,
@@ -46,6 +47,8 @@ def register(subparsers) -> None:
     c.add_argument('--min-confidence', type=float, default=0.5,
                    help='in-view threshold on sigmoid(logit), as the node uses')
     c.add_argument('--limit', type=int, default=0, help='first N frames only')
+    c.add_argument('--no-progress', action='store_true',
+                   help='no progress bar (--json implies it)')
     c.add_argument('--json', action='store_true', help='print one JSON object')
     c.add_argument('--perturb', choices=PERTURBATIONS, default='none', metavar='NAME',
                    help=PERTURB_HELP)
@@ -68,6 +71,8 @@ def register(subparsers) -> None:
     s.add_argument('--device', choices=('auto', 'cpu', 'cuda'), default='cpu',
                    help='inference device (auto: CUDA when available)')
     s.add_argument('--limit', type=int, default=0, help='first N frames only')
+    s.add_argument('--no-progress', action='store_true',
+                   help='no progress bar (--json implies it)')
     s.add_argument('--json', action='store_true', help='print one JSON object')
     s.add_argument('--perturb', choices=PERTURBATIONS, default='none', metavar='NAME',
                    help=PERTURB_HELP)
@@ -91,13 +96,44 @@ def register(subparsers) -> None:
                         'logit_offset; 0 0 0 0: the network\'s own argmax)')
     s.add_argument('--out', default=None, help='folder for the confusion matrix, overlays, JSON')
     s.set_defaults(func=run_segmentation)
+    o = sub.add_parser(
+        'centroid-oracle', formatter_class=HelpFormatter,
+        help='how much centroid error the lit, visible surface alone leaves (a study)',
+        description='For frames written by `spacenav synth asteroid` (meta.csv seed and index), '
+                    'draw each scene again, find the primary\'s lit surface points the frame '
+                    'shows, and measure the error of an oracle that is given the exact radii at '
+                    'those points, the body\'s pose and the renderer\'s shape prior (linear, '
+                    'probabilistic PCA of the radii) on held-out shapes. Figures in the frame\'s '
+                    'px: pooled median / p95 / mean, and per phase bin the rms along / across '
+                    'the sun\'s image direction. Not a bound either way: it tells how much error '
+                    'the unseen side of the body explains. With --model-errors, the model\'s '
+                    'errors on the same frames are put beside it.')
+    o.add_argument('--data', required=True,
+                   help='asteroid dataset rendered by spacenav synth asteroid (meta.csv)')
+    o.add_argument('--model-errors', default=None, metavar='CSV',
+                   help='per_frame.csv from `spacenav eval centroid --out` on the same data: '
+                        'the model\'s error on every frame (error_any_px: its position is used '
+                        'also where it called the body not in view)')
+    o.add_argument('--shapes', type=int, default=4000,
+                   help='primaries drawn to fit the shape prior')
+    o.add_argument('--held-out', type=int, default=500,
+                   help='further primaries the oracle\'s errors are measured on')
+    o.add_argument('--components', type=int, default=250, help='PPCA components of the prior')
+    o.add_argument('--seed', type=int, default=987654, help='seed of the prior\'s shapes')
+    o.add_argument('--limit', type=int, default=0, help='first N frames only')
+    o.add_argument('--no-progress', action='store_true',
+                   help='no progress bar (--json implies it)')
+    o.add_argument('--json', action='store_true',
+                   help='print one JSON object (per-frame rows under "frames")')
+    o.set_defaults(func=run_centroid_oracle)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
 
 def run_centroid(args) -> int:
     from spacenav_perception.evaluation.centroid_eval import evaluate_centroid, format_table
     r = evaluate_centroid(args.data, args.model, args.device, args.out, args.min_confidence,
-                          args.limit, progress=not args.json, perturbation=args.perturb)
+                          args.limit, progress=not (args.json or args.no_progress),
+                          perturbation=args.perturb)
     print(json.dumps(r) if args.json else format_table(r))
     return 0
 
@@ -106,7 +142,8 @@ def run_segmentation(args) -> int:
     from spacenav_perception.evaluation.segmentation_eval import evaluate_segmentation, format_table
     try:
         r = evaluate_segmentation(args.data, args.model, args.masks, args.device, args.out,
-                                  args.limit, progress=not args.json, perturbation=args.perturb,
+                                  args.limit, progress=not (args.json or args.no_progress),
+                                  perturbation=args.perturb,
                                   min_hazard_region_px=args.min_hazard_region_px,
                                   flip_average=args.flip_average, upsampling=args.upsampling,
                                   logit_offset=args.logit_offset)
@@ -114,4 +151,22 @@ def run_segmentation(args) -> int:
         print(f'spacenav eval: error: {exc}', file=sys.stderr)
         return 2
     print(json.dumps(r) if args.json else format_table(r))
+    return 0
+
+
+def run_centroid_oracle(args) -> int:
+    from spacenav_perception.evaluation import lit_surface_oracle as oracle
+    try:
+        oracle.read_frames(args.data)              # clear errors before minutes of shapes
+        if args.model_errors and not Path(args.model_errors).is_file():
+            raise FileNotFoundError(f'no such per-frame CSV: {args.model_errors}')
+        prior = oracle.fit_shape_prior(args.shapes, args.seed, args.components, args.held_out,
+                                       progress=not (args.json or args.no_progress))
+        r = oracle.study(args.data, prior, args.limit,
+                         progress=not (args.json or args.no_progress),
+                         model_per_frame=args.model_errors)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f'spacenav eval: error: {exc}', file=sys.stderr)
+        return 2
+    print(json.dumps(r) if args.json else oracle.format_table(r))
     return 0

@@ -870,6 +870,24 @@ def render_radiance(scene: Scene, device='cpu') -> dict:
             'primary_silhouette': prim_sil.view(size, size), 'stats': stats}
 
 
+@torch.no_grad()
+def lit_surface_points(scene: Scene, device='cpu') -> np.ndarray:
+    """Body-frame points (M, 3) of the primary's surface that the frame's pixels see lit: the
+    first surface each such pixel's ray meets (not the moonlet, not in a shadow, inside the
+    frame), one point per pixel."""
+    dev = resolve_device(device)
+    out = render_radiance(scene, dev)
+    pix = torch.nonzero(((out['owner'] == 1) & (out['radiance'] > 0)).reshape(-1)).squeeze(1)
+    if len(pix) == 0:
+        return np.zeros((0, 3))
+    body = _DeviceBody(scene.primary, dev)
+    dirs = _pixel_dirs(scene.size, scene.focal, dev)[pix]
+    to_body = (torch.as_tensor(scene.cam_R, dtype=torch.float64, device=dev) @ body.Rt).float()
+    origin = torch.as_tensor((scene.cam_C - body.X) @ body.R, dtype=torch.float64, device=dev)
+    _, _, pts = body.first_hit(origin, dirs @ to_body)
+    return pts.double().cpu().numpy()
+
+
 def _in_frame_fraction(scene: Scene, dev) -> float:
     """Fraction of the primary's projected silhouette inside the frame (coarse ray test)."""
     body = _DeviceBody(scene.primary, dev)
@@ -904,6 +922,12 @@ def _as_rng(rng_or_seed):
     if isinstance(rng_or_seed, (tuple, list)):
         return np.random.default_rng(np.random.SeedSequence(list(rng_or_seed)))
     return np.random.default_rng(rng_or_seed)
+
+
+def frame_scene(seed: int, index: int, size: int = 1024, **options) -> Scene:
+    """The scene of frame `index` of a dataset rendered with `seed` (meta.csv columns seed and
+    index), drawn again without rendering it."""
+    return sample_scene(_as_rng((seed, index)), size, **options)
 
 
 def render_scene(rng_or_seed, size: int = 1024, device='auto', **options):

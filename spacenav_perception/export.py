@@ -61,14 +61,18 @@ def _check(name: str, ref: torch.Tensor, got: torch.Tensor, atol: float, rtol: f
 def export_model(model: torch.nn.Module, config: dict, out, formats=('ts', 'pt2', 'onnx'),
                  metrics: dict | None = None, training: dict | None = None,
                  export_command: str | None = None, atol: float = 1e-4, rtol: float = 1e-4,
-                 log=print, tta: str = 'none', logit_offset=None) -> dict:
+                 log=print, tta: str = 'none', logit_offset=None,
+                 zoom_refine: float = 0.0) -> dict:
     """Write the formats beside `out` (models/NAME.ts), verify them, write models/NAME.json.
     `logit_offset` (segmentation): per-class numbers the predictor adds to the logits before
     the argmax, written to the manifest (the exported graph is the network's own).
+    `zoom_refine` (centroid): the predictor's second-pass crop factor written to the manifest
+    (core/zoom_refine.py; 0 = one pass).
     Returns {'files': [...], 'manifest': path, 'max_abs_diff': {fmt: diff}, 'failed': {fmt: why}}."""
-    from .core.manifest import logit_offset_problem, write_manifest
+    from .core.manifest import logit_offset_problem, write_manifest, zoom_refine_problem
     offset = [float(v) for v in logit_offset] if logit_offset else []
-    problem = logit_offset_problem(offset, config['task'], len(config.get('class_names', [])))
+    problem = (logit_offset_problem(offset, config['task'], len(config.get('class_names', [])))
+               or zoom_refine_problem(zoom_refine, config['task']))
     if problem:
         raise ValueError(problem)
     out = Path(out)
@@ -128,7 +132,7 @@ def export_model(model: torch.nn.Module, config: dict, out, formats=('ts', 'pt2'
         written, task=config['task'], arch=config['arch'], input=inp, output=config['output'],
         class_names=config.get('class_names', []), metrics=metrics or {},
         training=training or {}, export_command=export_command, logit_offset=offset,
-        export={'max_abs_diff_to_eager': diffs, 'failed': failed,
+        zoom_refine=float(zoom_refine), export={'max_abs_diff_to_eager': diffs, 'failed': failed,
                 'torch': torch.__version__, 'test_time_augmentation': tta})
     log(f'wrote {manifest}')
     return {'files': [str(p) for p in written], 'manifest': str(manifest),
@@ -159,12 +163,14 @@ def _check_input_size(model: torch.nn.Module, config: dict, h: int, w: int) -> N
 
 
 def export_checkpoint(checkpoint, out, formats=('ts', 'pt2', 'onnx'), export_command=None,
-                      log=print, tta: str = 'none', input_hw=None, logit_offset=None) -> dict:
+                      log=print, tta: str = 'none', input_hw=None, logit_offset=None,
+                      zoom_refine: float = 0.0) -> dict:
     """`tta='d4'` (centroid models): the exported graph averages the network over the 8
     flips/transposes of its input (nets/centroid_net.py D4Averaged); `tta='hflip'`
     (segmentation models): over the frame and its mirror image (nets/hazard_net.py
     HFlipAveraged).  Same input and output as the plain network.  `logit_offset`: see
-    export_model (segmentation models; `spacenav calibrate segmentation` chooses it)."""
+    export_model (segmentation models; `spacenav calibrate segmentation` chooses it);
+    `zoom_refine`: see export_model (centroid models)."""
     if tta not in TTA_MODES:
         raise ValueError(f'unknown test-time augmentation {tta!r} (known: {", ".join(TTA_MODES)})')
     model, config = load_checkpoint_model(checkpoint)
@@ -201,7 +207,7 @@ def export_checkpoint(checkpoint, out, formats=('ts', 'pt2', 'onnx'), export_com
         # a library call: say so rather than record the calling program's argv as a command
         export_command = (f'export_checkpoint({str(checkpoint)!r}, {str(out)!r}, '
                           f'formats={list(formats)!r}, tta={tta!r}, input_hw={input_hw!r}, '
-                          f'logit_offset={logit_offset!r})')
+                          f'logit_offset={logit_offset!r}, zoom_refine={zoom_refine!r})')
     return export_model(model, config, out, formats, metrics=metrics, training=training,
                         export_command=export_command, log=log, tta=tta,
-                        logit_offset=logit_offset)
+                        logit_offset=logit_offset, zoom_refine=zoom_refine)

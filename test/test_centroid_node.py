@@ -270,3 +270,22 @@ def test_corrupt_compressed_frame_rejected_and_node_carries_on(compressed_graph)
     answer = publish_until(pub, msg, lambda: [m for m in centroids.messages
                                               if m.header.stamp == msg.header.stamp])[0]
     assert abs(answer.point.x - weighted_centroid(weights)[0]) < TOLERANCE_PX
+
+
+def test_zoom_refine_parameter_replaces_the_manifests(graph):
+    """Not set: the manifest's (none for the reference model); set: that factor; one that would
+    cut the body stops the node at start-up with one line."""
+    from spacenav_perception.nodes.centroid_node import CentroidNode
+    from spacenav_perception.nodes.params import NodeConfigError
+    node = graph[0]
+    assert node.predictor.zoom_refine == 0.0
+    model = Parameter('model_path', value=str(node.predictor.engine.model_path))
+    unused = Parameter('image_topic', value='/unused_image')
+    other = CentroidNode(parameter_overrides=[model, unused,
+                                              Parameter('zoom_refine', value=2.25)])
+    try:
+        assert other.predictor.zoom_refine == 2.25
+    finally:
+        other.destroy_node()
+    with pytest.raises(NodeConfigError, match=r'zoom_refine 0\.5 must be 0 \(off\) or in'):
+        CentroidNode(parameter_overrides=[model, unused, Parameter('zoom_refine', value=0.5)])

@@ -55,6 +55,31 @@ def test_export_all_formats_one_manifest_same_outputs(centroid_run, capsys):
         assert r == pytest.approx(results[0], abs=1e-3)
 
 
+def test_zoom_refine_travels_from_export_to_eval(centroid_run, capsys, tmp_path):
+    """export --zoom-refine writes the manifest key; eval uses it unless told otherwise; a value
+    that would cut the body is refused by both with one line."""
+    root, data = centroid_run
+    out = tmp_path / 'zoom' / 'centroid.ts'
+    assert cli_main(['export', '--checkpoint', str(root / 'run' / 'best.pt'), '--out', str(out),
+                     '--formats', 'ts', '--zoom-refine', '2.25']) == 0
+    manifest = json.loads(out.with_suffix('.json').read_text())
+    assert manifest['zoom_refine'] == 2.25 and '--zoom-refine 2.25' in manifest['export_command']
+    capsys.readouterr()
+    for given, expected in ((None, 2.25), ('0', 0.0)):
+        extra = ['--zoom-refine', given] if given else []
+        assert cli_main(['eval', 'centroid', '--data', str(data), '--model', str(out), '--json',
+                         '--min-confidence', '0'] + extra) == 0
+        r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert r['zoom_refine'] == expected and r['n'] == 6
+        assert (r['n_refined'] > 0) == bool(expected)
+    assert cli_main(['eval', 'centroid', '--data', str(data), '--model', str(out),
+                     '--zoom-refine', '0.5']) == 2
+    assert 'zoom_refine 0.5 must be 0 (off) or in' in capsys.readouterr().err
+    assert cli_main(['export', '--checkpoint', str(root / 'run' / 'best.pt'), '--out',
+                     str(tmp_path / 'bad' / 'centroid.ts'), '--zoom-refine', '20']) == 2
+    assert 'zoom_refine 20.0 must be' in capsys.readouterr().out
+
+
 def test_eval_centroid_json_through_cli(centroid_run, capsys, tmp_path):
     root, data = centroid_run
     model = root / 'models' / 'centroid.ts'

@@ -52,6 +52,10 @@ def register(subparsers) -> None:
     c.add_argument('--json', action='store_true', help='print one JSON object')
     c.add_argument('--perturb', choices=PERTURBATIONS, default='none', metavar='NAME',
                    help=PERTURB_HELP)
+    c.add_argument('--zoom-refine', type=float, default=None, metavar='F',
+                   help='second pass of the model on a crop around its first answer, F times '
+                        'the lit body\'s extent wide, as centroid_node\'s zoom_refine '
+                        'parameter (0: one pass; not given: the model manifest\'s zoom_refine)')
     c.add_argument('--out', default=None, help='folder for the error plot, JSON and per-frame CSV')
     c.set_defaults(func=run_centroid)
     s = sub.add_parser(
@@ -131,9 +135,13 @@ def register(subparsers) -> None:
 
 def run_centroid(args) -> int:
     from spacenav_perception.evaluation.centroid_eval import evaluate_centroid, format_table
-    r = evaluate_centroid(args.data, args.model, args.device, args.out, args.min_confidence,
-                          args.limit, progress=not (args.json or args.no_progress),
-                          perturbation=args.perturb)
+    try:
+        r = evaluate_centroid(args.data, args.model, args.device, args.out, args.min_confidence,
+                              args.limit, progress=not (args.json or args.no_progress),
+                              perturbation=args.perturb, zoom_refine=args.zoom_refine)
+    except ValueError as exc:      # e.g. a --zoom-refine out of range
+        print(f'spacenav eval: error: {exc}', file=sys.stderr)
+        return 2
     print(json.dumps(r) if args.json else format_table(r))
     return 0
 

@@ -32,6 +32,11 @@ def register(subparsers) -> None:
                    help='segmentation models: one number per class added to the logits before '
                         'the argmax, written to the manifest (hazard_node and eval apply it); '
                         'spacenav calibrate segmentation chooses them on validation data')
+    p.add_argument('--zoom-refine', type=float, default=0.0, metavar='F',
+                   help='centroid models: written to the manifest; centroid_node and eval then '
+                        'run the model a second time on a crop around its first answer, F times '
+                        'the lit body\'s extent wide (0: one pass); choose F on validation data '
+                        'with spacenav eval centroid --zoom-refine')
     p.set_defaults(func=run)
 
 
@@ -51,7 +56,8 @@ def run(args) -> int:
         formats.insert(0, primary)
     try:
         export_checkpoint(args.checkpoint, args.out, formats, tta=args.tta, input_hw=args.input_hw,
-                          export_command=args.command_line, logit_offset=args.logit_offset)
+                          export_command=args.command_line, logit_offset=args.logit_offset,
+                          zoom_refine=args.zoom_refine)
     except ValueError as exc:
         print(f'error: {exc}')
         return 2

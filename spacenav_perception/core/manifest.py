@@ -62,6 +62,9 @@ class ModelManifest:
     # segmentation: per-class numbers added to the model's (mean) logits before the argmax,
     # chosen on validation data (spacenav calibrate segmentation); empty = none
     logit_offset: list = field(default_factory=list)
+    # centroid: side of the second pass's crop as a multiple of the lit body's extent, chosen on
+    # validation data (core/zoom_refine.py); 0 = one pass over the whole frame
+    zoom_refine: float = 0.0
     extra: dict = field(default_factory=dict)   # unknown keys, kept on rewrite
     path: Path | None = None                    # where it was read from (not serialised)
 
@@ -84,6 +87,8 @@ class ModelManifest:
             out['export_command'] = self.export_command
         if self.logit_offset:
             out['logit_offset'] = list(self.logit_offset)
+        if self.zoom_refine:
+            out['zoom_refine'] = float(self.zoom_refine)
         out.update(self.extra)
         return out
 
@@ -144,7 +149,26 @@ def _servable_problem(m: ModelManifest) -> str | None:
         return f'input std {spec.std!r} contains zero'
     if m.task == 'segmentation' and m.class_names and len(m.class_names) < 2:
         return f'segmentation model lists {len(m.class_names)} class name(s); needs at least 2'
-    return logit_offset_problem(m.logit_offset, m.task, len(m.class_names))
+    return (logit_offset_problem(m.logit_offset, m.task, len(m.class_names))
+            or zoom_refine_problem(m.zoom_refine, m.task))
+
+
+ZOOM_REFINE_RANGE = (1.2, 8.0)
+
+
+def zoom_refine_problem(value, task: str = 'centroid') -> str | None:
+    """Why `value` cannot be a zoom_refine (None when it can): 0 (off), or for a centroid model
+    a crop side of ZOOM_REFINE_RANGE times the lit extent (a smaller crop would cut the body)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return f'zoom_refine {value!r} is not a finite number'
+    if value == 0:
+        return None
+    if task != 'centroid':
+        return f'zoom_refine is for centroid models, not {task!r}'
+    lo, hi = ZOOM_REFINE_RANGE
+    if not lo <= value <= hi:
+        return f'zoom_refine {value!r} must be 0 (off) or in [{lo}, {hi}]'
+    return None
 
 
 def logit_offset_problem(offset, task: str, n_classes: int) -> str | None:

@@ -100,21 +100,23 @@ def _encoding(img: np.ndarray) -> str:
 
 
 def evaluate_centroid(data, model=None, device='cpu', out=None, min_confidence=0.5,
-                      limit=0, progress=True, perturbation: str = 'none') -> dict:
+                      limit=0, progress=True, perturbation: str = 'none',
+                      zoom_refine: float | None = None) -> dict:
     """`perturbation`: a name from evaluation/perturbations.py applied to every frame before
-    the model and the baselines see it (robustness figures; 'none': the frames as they are)."""
+    the model and the baselines see it (robustness figures; 'none': the frames as they are).
+    `zoom_refine`: the predictor's second pass (core/zoom_refine.py; None: the manifest's)."""
     from .perturbations import perturb
     from ..core.centroid_predictor import CentroidPredictor
     from ..core.engine import InferenceEngine
     from ..paths import packaged_model_path
     model = Path(model) if model else packaged_model_path('centroid')
     engine = InferenceEngine(model, device=device, expected_task='centroid')
-    predictor = CentroidPredictor(engine, min_confidence=min_confidence)
+    predictor = CentroidPredictor(engine, min_confidence=min_confidence, zoom_refine=zoom_refine)
     data = Path(data)
     records = read_dataset(data, limit)
     names, err, err_any, base_err, latency = [], [], [], {k: [] for k in BASELINES}, []
     phase, diameter, cut, law, xy, sun = [], [], [], [], [], []
-    n_no_target = n_skipped = 0
+    n_no_target = n_skipped = n_refined = 0
     for rec in tqdm(records, desc='eval centroid', disable=not progress):
         name, x, y = rec.name, rec.x, rec.y
         img = read_image(rec.path)
@@ -125,6 +127,7 @@ def evaluate_centroid(data, model=None, device='cpu', out=None, min_confidence=0
         t0 = time.perf_counter()
         r = predictor.predict(img, _encoding(img))
         latency.append(time.perf_counter() - t0)
+        n_refined += int(r.refined)
         d = math.hypot(r.x - x, r.y - y)
         err_any.append(d)
         if r.in_view:
@@ -152,6 +155,7 @@ def evaluate_centroid(data, model=None, device='cpu', out=None, min_confidence=0
                       for k, v in base_err.items()},
         'model': str(model), 'engine': engine.engine, 'device': engine.device,
         'data': str(data), 'min_confidence': min_confidence, 'perturbation': perturbation,
+        'zoom_refine': predictor.zoom_refine, 'n_refined': n_refined,
         'predictor_latency_ms': {'p50': float(np.median(latency) * 1e3) if latency else None,
                                  'p90': float(np.percentile(latency, 90) * 1e3) if latency else None},
     })
@@ -224,6 +228,9 @@ def format_table(result: dict) -> str:
              row('model', result, f'no-target: {result["n_no_target"]}')]
     for k, s in result['baselines'].items():
         lines.append(row(k, s, f'no-target: {s["n_no_target"]}'))
+    if result.get('zoom_refine'):
+        lines.append(f'zoom refine {result["zoom_refine"]:g}: second pass on '
+                     f'{result["n_refined"]} of {result["n_frames"]} frames')
     rel = result.get('relative_to_diameter', {}).get('model', {})
     if rel.get('n'):
         lines.append(f'error / apparent diameter: median {rel["median"]:.4f}, p95 {rel["p95"]:.4f} '

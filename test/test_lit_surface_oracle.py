@@ -112,7 +112,7 @@ def test_study_refuses_frames_it_cannot_draw_again(prior, rendered, tmp_path):
         oracle.study(copy, prior, progress=False)
     with open(copy / 'meta.csv', 'w', newline='') as fh:
         fh.write('image_name,phase_deg\nasteroid_000000.png,10\n')
-    with pytest.raises(ValueError, match='seed and index'):
+    with pytest.raises(ValueError, match='no seed, index, size, x_coordinate, y_coordinate'):
         oracle.study(copy, prior, progress=False)
 
 

@@ -123,9 +123,11 @@ def read_frames(data, limit: int = 0) -> list:
     meta = read_rows(Path(data) / 'meta.csv')
     if not meta:
         raise ValueError(f'{data}/meta.csv is missing or empty')
-    if 'seed' not in meta[0] or 'index' not in meta[0]:
-        raise ValueError(f'{data}/meta.csv has no seed and index columns: frames written by '
-                         '`spacenav synth asteroid` are needed to draw their scenes again')
+    missing = [c for c in ('seed', 'index', 'size', 'x_coordinate', 'y_coordinate')
+               if c not in meta[0]]
+    if missing:
+        raise ValueError(f'{data}/meta.csv has no {", ".join(missing)} column(s): frames written '
+                         'by `spacenav synth asteroid` are needed to draw their scenes again')
     return meta[:limit] if limit else meta
 
 

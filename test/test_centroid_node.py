@@ -273,8 +273,8 @@ def test_corrupt_compressed_frame_rejected_and_node_carries_on(compressed_graph)
 
 
 def test_zoom_refine_parameter_replaces_the_manifests(graph):
-    """Not set: the manifest's (none for the reference model); set: that factor; one that would
-    cut the body stops the node at start-up with one line."""
+    """Default (-1.0): the manifest's (none for the reference model); set: that factor; one that
+    would cut the body stops the node at start-up with one line."""
     from spacenav_perception.nodes.centroid_node import CentroidNode
     from spacenav_perception.nodes.params import NodeConfigError
     node = graph[0]

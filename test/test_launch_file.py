@@ -48,13 +48,14 @@ def test_resolve_matches_yaml_defaults():
 def test_resolve_types_overrides():
     resolved = dict((spec.name, params) for spec, params in resolve('nav', {
         'use_hazard': 'false', 'qos_depth': '3', 'min_confidence': '1', 'publish_debug': 'True',
-        'device': 'cuda', 'centroid_model': ''}))
+        'device': 'cuda', 'centroid_model': '', 'zoom_refine': '0'}))
     assert list(resolved) == ['centroid_node']
     params = resolved['centroid_node']
     assert params['qos_depth'] == 3 and type(params['qos_depth']) is int
     assert params['min_confidence'] == 1.0 and type(params['min_confidence']) is float
     assert params['publish_debug'] is True
     assert params['device'] == 'cuda' and params['model_path'] == ''
+    assert params['zoom_refine'] == 0.0 and type(params['zoom_refine']) is float
 
 
 @pytest.mark.parametrize('overrides,message', [

@@ -12,13 +12,12 @@ Publishes:   /centroid          geometry_msgs/PointStamped  x, y = centroid in f
                                 drawn only while the topic has a subscriber)
              /diagnostics       counters, latency, device, model (node_health)
 A frame whose target is not in view (confidence < min_confidence) publishes nothing and counts
-as no_target. With zoom_refine (default: the model manifest's), the position comes from a second
-pass of the model on a crop around the first answer (core/zoom_refine.py).
+as no_target. With zoom_refine (default -1.0: the model manifest's), the position comes from a
+second pass of the model on a crop around the first answer (core/zoom_refine.py).
 """
 import cv2
 import numpy as np
 from geometry_msgs.msg import PointStamped, Vector3Stamped
-from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 
@@ -48,18 +47,20 @@ class CentroidNode(ImageNode):
         min_confidence = declare(self, 'min_confidence', 0.5,
                                  'Frames whose in-view confidence is below this publish nothing '
                                  '(counted as no_target)')
-        zoom_refine = declare(self, 'zoom_refine', Parameter.Type.DOUBLE,
+        zoom_refine = declare(self, 'zoom_refine', -1.0,
                               'Second pass of the model on a crop around its first answer, this '
                               'many times the lit body\'s extent wide (a decimal, e.g. 2.25; '
-                              '0.0: one pass, half the model time); not set: the model '
-                              'manifest\'s zoom_refine (chosen on validation data)')
+                              '0.0: one pass, half the model time); negative (the default, '
+                              '-1.0): the model manifest\'s zoom_refine (chosen on validation '
+                              'data)')
         if not 0.0 <= float(min_confidence) <= 1.0:
             raise NodeConfigError(f'parameter min_confidence={min_confidence} must be in [0, 1]')
         engine = self.load_model('centroid', 'centroid')
         try:
             self.predictor = CentroidPredictor(engine, min_confidence=float(min_confidence),
                                                mono16_bits=self.mono16_bits,
-                                               zoom_refine=zoom_refine)
+                                               zoom_refine=(None if zoom_refine < 0
+                                                            else zoom_refine))
         except ValueError as exc:       # only zoom_refine is not checked above
             raise NodeConfigError(f'parameter {exc}') from None
         self.predictor.warmup()

@@ -6,7 +6,7 @@ original frame centred on the first answer, with a side of `factor` times the li
 so the body fills more of the network's input and more of the camera's pixels reach it.
 
 The lit extent is measured on the first pass's model input (no second conversion of the frame):
-the largest connected group of pixels above 15 % of the frame's bright end (and above 8 DN of
+the largest connected group of pixels above 15 % of the frame's bright end (and above 3 DN of
 8 bits), dilated by one pixel so a crescent broken by shadow stays one group; the longer side
 of its bounding box, in frame pixels, is the extent (for a crescent, the side across the sun is
 about the body's diameter). The crop is skipped (one pass) when that group touches the frame edge
@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 THRESHOLD_FRACTION = 0.15     # of the 99.9th percentile of the model input
-THRESHOLD_FLOOR = 8 / 255     # at least this (the input in [0, 1]): above dark noise
+THRESHOLD_FLOOR = 3 / 255     # at least this (the input in [0, 1]): above dark noise
 MIN_SIDE = 32                 # frame pixels
 
 

@@ -285,6 +285,7 @@ def test_zoom_refine_parameter_replaces_the_manifests(graph):
                                               Parameter('zoom_refine', value=2.25)])
     try:
         assert other.predictor.zoom_refine == 2.25
+        assert other.health.info['zoom_refine'] == '2.25'     # on /diagnostics
     finally:
         other.destroy_node()
     with pytest.raises(NodeConfigError, match=r'zoom_refine 0\.5 must be 0 \(off\) or in'):

@@ -63,6 +63,7 @@ class CentroidNode(ImageNode):
                                                             else zoom_refine))
         except ValueError as exc:       # only zoom_refine is not checked above
             raise NodeConfigError(f'parameter {exc}') from None
+        self.health.info['zoom_refine'] = f'{self.predictor.zoom_refine:g}'   # 0: one pass
         self.predictor.warmup()
         self.centroid_pub = self.create_publisher(PointStamped, '/centroid', 10)
         self.bearing_pub = self.create_publisher(Vector3Stamped, '/centroid/bearing', 10)

@@ -25,8 +25,7 @@ from tqdm import tqdm
 
 from ..synth import asteroid
 from ..synth.dataset_files import read_rows
-
-PHASE_BINS = (0, 30, 60, 90, 120, 180)
+from .centroid_eval import PHASE_BINS
 
 
 @dataclass
@@ -168,7 +167,10 @@ def study(data, prior: ShapePrior, limit: int = 0, device='cpu', progress: bool 
                        'oracle_across_sun_rms_px': math.sqrt(max(np.trace(cov) - along, 0.0)),
                        'model_error_px': model_err.get(row['image_name'])})
     pooled = np.asarray(pooled)
-    phase = np.array([f['phase_deg'] for f in frames])
+    column = lambda key: np.array([f[key] for f in frames], np.float64)
+    phase = column('phase_deg')
+    along2 = column('oracle_along_sun_rms_px') ** 2
+    across2 = column('oracle_across_sun_rms_px') ** 2
     result = {'n': len(frames), 'oracle': _quantiles(pooled), 'by_phase': [],
               'prior': {'grid': list(prior.grid), 'components': int(prior.loadings.shape[1]),
                         'held_out_shapes': int(len(prior.held_com)),
@@ -176,20 +178,18 @@ def study(data, prior: ShapePrior, limit: int = 0, device='cpu', progress: bool 
                             np.linalg.norm(prior.held_com, axis=1)))}}
     have_model = bool(model_err) and all(f['model_error_px'] is not None for f in frames)
     if have_model:
-        result['model'] = _quantiles(np.array([f['model_error_px'] for f in frames]))
+        model = column('model_error_px')
+        result['model'] = _quantiles(model)
     for lo, hi in zip(PHASE_BINS[:-1], PHASE_BINS[1:]):
         sel = (phase >= lo) & (phase < hi)
         if not sel.any():
             continue
         row = {'phase_deg': [lo, hi], 'n': int(sel.sum()),
                'oracle_median_px': float(np.median(pooled[sel])),
-               'oracle_along_sun_rms_px': float(np.sqrt(np.mean(
-                   [frames[i]['oracle_along_sun_rms_px'] ** 2 for i in np.nonzero(sel)[0]]))),
-               'oracle_across_sun_rms_px': float(np.sqrt(np.mean(
-                   [frames[i]['oracle_across_sun_rms_px'] ** 2 for i in np.nonzero(sel)[0]])))}
+               'oracle_along_sun_rms_px': float(np.sqrt(along2[sel].mean())),
+               'oracle_across_sun_rms_px': float(np.sqrt(across2[sel].mean()))}
         if have_model:
-            row['model_median_px'] = float(np.median(
-                [frames[i]['model_error_px'] for i in np.nonzero(sel)[0]]))
+            row['model_median_px'] = float(np.median(model[sel]))
         result['by_phase'].append(row)
     result['frames'] = frames
     return result

@@ -262,3 +262,67 @@ def test_wide_photometric_augmentation_varies_exposure_and_keeps_labels(tmp_path
             assert abs(xs.float().mean() - u) < 1.0 and abs(ys.float().mean() - v) < 1.0
     with pytest.raises(ValueError, match='unknown photometric mode'):
         CentroidTask(tr, tr, 'centroidnet', photometric='bright').datasets()
+
+
+def test_zoom_crops_show_the_body_larger_with_exact_labels(tmp_path):
+    """--zoom-crops: in-view whole frames are shown as the node's second pass sees them (a crop
+    of the frame at its own resolution, the body larger in the input); the label and the
+    silhouette follow the crop to a fraction of an input pixel; a body cut by the frame edge is
+    never cropped; fractions outside [0, 1] are refused."""
+    import cv2
+    from spacenav_perception.training.centroid_task import CentroidDataset
+    tr = make_asteroid_set(tmp_path / 'tr', n=8, size=192, seed=6)
+    # frame 0: a disc cut by the left edge
+    yy, xx = np.mgrid[:192, :192]
+    inside = (xx - 5.0) ** 2 + (yy - 90.0) ** 2 <= 30.0 ** 2
+    cv2.imwrite(str(tr / 'images' / 'asteroid_000000.png'), inside.astype(np.uint8) * 200)
+    cv2.imwrite(str(tr / 'silhouettes' / 'asteroid_000000.png'), inside.astype(np.uint8) * 255)
+    lines = (tr / 'labels.csv').read_text().splitlines()
+    lines[1] = 'asteroid_000000.png,5.0000,90.0000'
+    (tr / 'labels.csv').write_text('\n'.join(lines) + '\n')
+
+    whole = CentroidDataset(tr, 'centroidnet', 64, True, p_empty=0.0, seed=3)
+    assert whole.full is None and not whole.zoom_extent.any()
+    ds = CentroidDataset(tr, 'centroidnet', 64, True, p_empty=0.0, seed=3, zoom_crops=1.0)
+    assert ds.zoom_extent[0] == 0 and (ds.zoom_extent[1:] > 0).all()
+    # the extent is the disc's diameter in frame pixels, measured on the 64-px input as the
+    # node measures it (the lit group dilated by one input pixel: up to 4 input px more)
+    meta = [line.split(',') for line in (tr / 'meta.csv').read_text().splitlines()[1:]]
+    excess = ds.zoom_extent[1:] - np.array([float(row[2]) for row in meta[1:]])
+    assert (excess >= 0).all() and (excess < 4 * 192 / 64).all()
+    zoomed = 0
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        for i in range(len(ds)):
+            item = ds[i]
+            sil = item['silhouette'][0]
+            ys, xs = torch.nonzero(sil > 0, as_tuple=True)
+            w = sil[ys, xs]
+            u, v = (float(a) * 64 - 0.5 for a in item['uv'])
+            if i > 0:   # whole discs: the label is the silhouette's centre
+                assert abs(float((xs * w).sum() / w.sum()) - u) < 0.15
+                assert abs(float((ys * w).sum() / w.sum()) - v) < 0.15
+            area = float(sil.sum())
+            if area > float(whole.sils[i].astype(np.float32).sum() / 255.0) * 1.5:
+                zoomed += 1
+                assert i > 0
+                lit = item['image'][0] > 0.2
+                assert lit.any() and not (lit & (sil < 0.01)).any()
+    assert zoomed > 6
+    with pytest.raises(ValueError, match='zoom_crops'):
+        CentroidTask(tr, tr, 'centroidnet', zoom_crops=1.5)
+
+
+def test_keep_epochs_writes_every_epochs_weights(tmp_path):
+    tr = make_asteroid_set(tmp_path / 'tr', n=8, size=64, seed=7)
+    out = tmp_path / 'run'
+    task = CentroidTask(tr, tr, 'centroidnet', input_size=64, zoom_crops=0.5)
+    cfg = TrainConfig(out=str(out), epochs=2, batch_size=4, lr=1e-3, threads=1,
+                      keep_epochs=True)
+    Trainer(task, cfg).fit()
+    first, second = load_checkpoint(out / 'epoch1.pt'), load_checkpoint(out / 'epoch2.pt')
+    assert (first['epoch'], second['epoch']) == (0, 1)
+    last = load_checkpoint(out / 'last.pt')['model']
+    assert all(torch.equal(second['model'][k], last[k]) for k in last)
+    assert not all(torch.equal(first['model'][k], last[k]) for k in last)
+    assert json.loads((out / 'config.json').read_text())['zoom_crops'] == 0.5

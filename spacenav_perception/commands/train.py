@@ -34,6 +34,9 @@ def _common(p, defaults_note: str) -> None:
     p.add_argument('--workers', type=int, default=0, help='DataLoader worker processes')
     p.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: default)')
     p.add_argument('--resume', action='store_true', help='continue from OUT/last.pt')
+    p.add_argument('--keep-epochs', action='store_true',
+                   help='also keep every epoch\'s weights as OUT/epochN.pt (to choose among '
+                        'them later by another measure than the validation metric)')
     p.add_argument('--init', default='', metavar='CKPT',
                    help='start from the weights of this checkpoint (RUNDIR/best.pt) or shipped '
                         'TorchScript model (models/NAME.ts, checked against its manifest); '
@@ -75,6 +78,10 @@ def register(subparsers) -> None:
     c.add_argument('--shape-weight', type=float, default=20.0,
                    help="weight of the silhouette term (centroidnet; used where DATA has "
                         "silhouettes/, which `spacenav synth asteroid` writes; 0: off)")
+    c.add_argument('--zoom-crops', type=float, default=0.0, metavar='P',
+                   help='fraction of in-view training frames shown as the node\'s zoom-refine '
+                        'pass sees them: a crop around the body at the frame\'s own resolution '
+                        '(centroidnet; 0: whole frames only)')
     c.set_defaults(func=run_centroid)
     s = sub.add_parser(
         'segmentation', formatter_class=HelpFormatter,
@@ -120,6 +127,7 @@ def _config(args, defaults: dict):
         seed=args.seed, device=args.device, workers=args.workers, resume=args.resume,
         amp=args.amp, overlay_every=args.overlay_every, threads=args.threads,
         max_steps_per_epoch=args.max_steps_per_epoch, init=args.init,
+        keep_epochs=args.keep_epochs,
         command=args.command_line)
 
 
@@ -147,7 +155,7 @@ def run_centroid(args) -> int:
         DEFAULT_PHOTOMETRIC as CENTROID_PHOTOMETRIC, CentroidTask, arch_defaults)
     task = CentroidTask(args.data, args.val, args.arch, args.input_size, args.seed,
                         args.p_empty, args.limit, args.shape_weight,
-                        args.photometric or CENTROID_PHOTOMETRIC)
+                        args.photometric or CENTROID_PHOTOMETRIC, args.zoom_crops)
     return _run(task, _config(args, arch_defaults(args.arch)))
 
 

@@ -35,6 +35,7 @@ from . import plots
 from .trainer import adamw_one_cycle
 from ..data.asteroid_dataset import read_image, read_index, to_unit_float
 from ..data.augment import PHOTOMETRIC_MODES
+from ..core import zoom_refine as zoom
 from ..data.problems import DataProblems, UnusableDataset
 
 ARCHS = ('centroidnet', 'thesis')
@@ -46,6 +47,10 @@ DEFAULT_SHAPE_WEIGHT = 20.0     # weight of the silhouette KL term (centroidnet)
 # a black-level offset (the shipped model loses up to 2x its p95 error under such changes, but a
 # run with these ranges was no more robust: session 8).
 DEFAULT_PHOTOMETRIC = 'narrow'
+# zoom crops (CentroidDataset): crop side / lit extent, drawn uniformly around the shipped
+# 2.25, and the first-pass error the crop centre gets (normal, in lit extents, cut at 3 sigma)
+ZOOM_FACTORS = (1.8, 2.8)
+ZOOM_CENTRE_SIGMA = 0.02
 
 
 def arch_defaults(arch: str) -> dict:
@@ -75,15 +80,17 @@ def read_dataset(root, limit: int = 0) -> list:
     return records[:limit] if limit else records
 
 
-def load_centroid_set(root, size: int, desc: str = 'load', limit: int = 0):
+def load_centroid_set(root, size: int, desc: str = 'load', limit: int = 0,
+                      keep_full: bool = False):
     """Images resized to size x size (uint8), labels as (u, v) over the extent, orig (W, H),
     in-view flags, names and silhouettes (size x size uint8 occupancy 0..255, area-resized from
     DIR/silhouettes/NAME; None when the data set has none for that image); unreadable images
-    are skipped."""
+    are skipped. With `keep_full`, a seventh item: per image (frame as 8-bit, silhouette as
+    0/1 uint8 or None) at the frame's own resolution, for zoom crops."""
     root = Path(root)
     records = read_dataset(root, limit)
     problems = DataProblems(source=str(root))
-    imgs, uv, wh, inview, names, sils = [], [], [], [], [], []
+    imgs, uv, wh, inview, names, sils, full = [], [], [], [], [], [], []
     sil_dir = root / 'silhouettes'
     for rec in tqdm(records, desc=f'{desc} {root.name}', leave=False):
         img = read_image(rec.path, problems)
@@ -91,16 +98,22 @@ def load_centroid_set(root, size: int, desc: str = 'load', limit: int = 0):
             continue
         name, x, y, m = rec.name, rec.x, rec.y, rec.meta
         h, w = img.shape
-        small = cv2.resize(to_unit_float(img), (size, size), interpolation=cv2.INTER_AREA)
+        unit = to_unit_float(img)
+        small = cv2.resize(unit, (size, size), interpolation=cv2.INTER_AREA)
         imgs.append(np.clip(np.rint(small * 255.0), 0, 255).astype(np.uint8))
-        sil = None
+        sil = raw_sil = None
         if sil_dir.is_dir() and (sil_dir / name).is_file():
             raw = cv2.imread(str(sil_dir / name), cv2.IMREAD_GRAYSCALE)
             if raw is not None and raw.shape == img.shape:
-                sil = cv2.resize((raw > 127).astype(np.float32), (size, size),
+                raw_sil = (raw > 127).astype(np.uint8)
+                sil = cv2.resize(raw_sil.astype(np.float32), (size, size),
                                  interpolation=cv2.INTER_AREA)
                 sil = np.clip(np.rint(sil * 255.0), 0, 255).astype(np.uint8)
         sils.append(sil)
+        if keep_full:
+            frame8 = img if img.dtype == np.uint8 else \
+                np.clip(np.rint(unit * 255.0), 0, 255).astype(np.uint8)
+            full.append((frame8, raw_sil))
         vis = True
         if str(m.get('in_view', '1')).strip().lower() in ('0', '0.0', 'false', 'no'):
             vis = False
@@ -112,8 +125,9 @@ def load_centroid_set(root, size: int, desc: str = 'load', limit: int = 0):
         print(problems.summary(limit=20))
     if not imgs:
         raise UnusableDataset(f'{root}: no usable images (expected images/*.png and labels.csv)')
-    return (np.stack(imgs), np.asarray(uv, np.float32), np.asarray(wh, np.float32),
-            np.asarray(inview, bool), names, sils)
+    out = (np.stack(imgs), np.asarray(uv, np.float32), np.asarray(wh, np.float32),
+           np.asarray(inview, bool), names, sils)
+    return out + (full,) if keep_full else out
 
 
 def synth_no_target(size: int, rng: np.random.Generator) -> np.ndarray:
@@ -131,21 +145,45 @@ def synth_no_target(size: int, rng: np.random.Generator) -> np.ndarray:
 
 
 class CentroidDataset(Dataset):
+    """Training / validation frames of the centroid task.
+
+    `zoom_crops` (training, centroidnet): the fraction of in-view frames shown as the node's
+    second pass sees them (core/zoom_refine.py): a square crop of the frame at its own
+    resolution, `ZOOM_FACTORS` times the lit extent wide (measured on the model-input image, as
+    the node does), centred on the label moved by a first-pass-like error, resized to the input
+    with the runtime's INTER_AREA. Frames the node would not refine (cut by the edge, dark,
+    crop not smaller than the frame) stay whole. Labels and silhouettes follow the crop exactly.
+    """
+
     def __init__(self, root, arch: str, size: int, train: bool, p_empty: float = 0.1,
-                 seed: int = 0, limit: int = 0, photometric: str = DEFAULT_PHOTOMETRIC):
+                 seed: int = 0, limit: int = 0, photometric: str = DEFAULT_PHOTOMETRIC,
+                 zoom_crops: float = 0.0):
         if photometric not in PHOTOMETRIC_MODES:
             raise ValueError(f'unknown photometric mode {photometric!r} '
                              f'(known: {", ".join(PHOTOMETRIC_MODES)})')
+        if not 0.0 <= zoom_crops <= 1.0:
+            raise ValueError(f'zoom_crops must be in [0, 1], got {zoom_crops}')
         self.arch, self.size, self.train = arch, size, train
         self.photometric = photometric
-        self.images, self.uv, self.wh, self.inview, self.names, self.sils = load_centroid_set(
-            root, size, 'train' if train else 'val', limit)
-        self.n_silhouettes = sum(m is not None for m in self.sils)
         self.augment = train and arch != 'thesis'
+        self.zoom_crops = zoom_crops if self.augment else 0.0
+        loaded = load_centroid_set(root, size, 'train' if train else 'val', limit,
+                                   keep_full=self.zoom_crops > 0)
+        self.images, self.uv, self.wh, self.inview, self.names, self.sils = loaded[:6]
+        self.full = loaded[6] if self.zoom_crops > 0 else None
+        self.n_silhouettes = sum(m is not None for m in self.sils)
         self.p_empty = p_empty if self.augment else 0.0
         self.seed, self.epoch = seed, 0
         # extent of the lit body per image (for shifts that keep it in frame)
         self.bbox = np.array([_bbox(im) for im in self.images], np.int32)
+        # the node's zoom-refine extent (frame px) per image; 0 where it would not refine
+        self.zoom_extent = np.zeros(len(self.images), np.float32)
+        if self.full is not None:
+            for i, im in enumerate(self.images):
+                found = zoom.lit_extent(im.astype(np.float32) / 255.0)
+                if found is not None and not found[2] and self.inview[i]:
+                    w, h = self.wh[i]
+                    self.zoom_extent[i] = max(found[0] * w / size, found[1] * h / size)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -163,11 +201,17 @@ class CentroidDataset(Dataset):
         has_sil = sil is not None
         sil = sil.astype(np.float32) / 255.0 if has_sil else np.zeros((s, s), np.float32)
         if self.augment:
+            bbox = self.bbox[i]
             if rng.random() < self.p_empty:
                 img, u, v, vis = synth_no_target(s, rng), 0.5, 0.5, False
                 sil, has_sil = np.zeros((s, s), np.float32), False
             else:
-                img, sil, u, v = self._geometric(img, sil, u, v, i, rng)
+                if self.zoom_extent[i] > 0 and rng.random() < self.zoom_crops:
+                    zoomed = self._zoom_crop(i, rng)
+                    if zoomed is not None:
+                        img, sil, u, v = zoomed
+                        bbox = _bbox(np.rint(img * 255.0))
+                img, sil, u, v = self._geometric(img, sil, u, v, bbox, rng)
                 img = (self._photometric_wide(img, rng) if self.photometric == 'wide'
                        else self._photometric(img, rng))
         if self.arch == 'thesis':
@@ -184,11 +228,37 @@ class CentroidDataset(Dataset):
                 'has_silhouette': torch.tensor(float(has_sil)),
                 'orig_wh': torch.from_numpy(self.wh[i].copy())}
 
-    def _geometric(self, img, sil, u, v, i, rng):
+    def _zoom_crop(self, i, rng):
+        """(image, silhouette, u, v) of a second-pass view of frame i, or None when the node
+        would not make one (see the class doc)."""
+        frame, full_sil = self.full[i]
+        height, width = frame.shape
+        x = float(self.uv[i, 0]) * width - 0.5
+        y = float(self.uv[i, 1]) * height - 0.5
+        extent = float(self.zoom_extent[i])
+        dx, dy = np.clip(rng.normal(0.0, ZOOM_CENTRE_SIGMA, 2), -3 * ZOOM_CENTRE_SIGMA,
+                         3 * ZOOM_CENTRE_SIGMA) * extent
+        window = zoom.crop_window(x + dx, y + dy, extent, rng.uniform(*ZOOM_FACTORS),
+                                  width, height)
+        if window is None:
+            return None
+        x0, y0, side = window
+        s = self.size
+        crop = cv2.resize(np.ascontiguousarray(frame[y0:y0 + side, x0:x0 + side]), (s, s),
+                          interpolation=cv2.INTER_AREA)
+        sil = np.zeros((s, s), np.float32)
+        if full_sil is not None:
+            sil = cv2.resize(full_sil[y0:y0 + side, x0:x0 + side].astype(np.float32), (s, s),
+                             interpolation=cv2.INTER_AREA)
+        return (crop.astype(np.float32) / 255.0, sil,
+                (x - x0 + 0.5) / side, (y - y0 + 0.5) / side)
+
+    def _geometric(self, img, sil, u, v, bbox, rng):
         """Label-exact D4 flips/transposes and integer shifts, applied alike to the image and
-        its silhouette (moved together as one (H, W, 2) array)."""
+        its silhouette (moved together as one (H, W, 2) array); `bbox` = the lit pixels'
+        (x0, y0, x1, y1)."""
         both = np.stack([img, sil], axis=-1)
-        x0, y0, x1, y1 = self.bbox[i]
+        x0, y0, x1, y1 = bbox
         if rng.random() < 0.5:
             both, u = both[:, ::-1], 1.0 - u
             x0, x1 = self.size - 1 - x1, self.size - 1 - x0
@@ -275,7 +345,7 @@ class CentroidTask:
     def __init__(self, data, val, arch: str = 'centroidnet', input_size: int = None,
                  seed: int = 0, p_empty: float = 0.1, limit: int = 0,
                  shape_weight: float = DEFAULT_SHAPE_WEIGHT,
-                 photometric: str = DEFAULT_PHOTOMETRIC):
+                 photometric: str = DEFAULT_PHOTOMETRIC, zoom_crops: float = 0.0):
         if arch not in ARCHS:
             raise ValueError(f'unknown centroid arch {arch!r} (known: {", ".join(ARCHS)})')
         self.data, self.val, self.arch = data, val, arch
@@ -283,6 +353,9 @@ class CentroidTask:
         self.seed, self.p_empty, self.limit = seed, p_empty, limit
         self.shape_weight = float(shape_weight) if arch == 'centroidnet' else 0.0
         self.photometric = photometric
+        if not 0.0 <= zoom_crops <= 1.0:
+            raise ValueError(f'zoom_crops must be in [0, 1], got {zoom_crops}')
+        self.zoom_crops = float(zoom_crops) if arch == 'centroidnet' else 0.0
         self.n_train = 0
         self.n_silhouettes = 0
 
@@ -294,7 +367,7 @@ class CentroidTask:
 
     def datasets(self):
         tr = CentroidDataset(self.data, self.arch, self.input_size, True, self.p_empty,
-                             self.seed, self.limit, self.photometric)
+                             self.seed, self.limit, self.photometric, self.zoom_crops)
         va = CentroidDataset(self.val, self.arch, self.input_size, False, limit=self.limit)
         self.n_train, self.n_val = len(tr), len(va)
         self.n_silhouettes = tr.n_silhouettes
@@ -316,7 +389,8 @@ class CentroidTask:
                            if self.shape_weight > 0 else ''),
                 'n_train_silhouettes': self.n_silhouettes,
                 'p_empty': 0.0 if self.arch == 'thesis' else self.p_empty,
-                'photometric': None if self.arch == 'thesis' else self.photometric}
+                'photometric': None if self.arch == 'thesis' else self.photometric,
+                'zoom_crops': self.zoom_crops}
 
     def optimizer(self, model, cfg):
         if self.arch == 'thesis':

@@ -55,6 +55,7 @@ class TrainConfig:
     max_steps_per_epoch: int = 0     # 0: the whole epoch (tests use small values)
     threads: int = 0                 # torch CPU threads, 0: torch default
     init: str = ''                   # start from these weights (a checkpoint's model state)
+    keep_epochs: bool = False        # also write OUT/epochN.pt (1-based) after every epoch
     command: str = ''
     extra: dict = field(default_factory=dict)
 
@@ -326,6 +327,10 @@ class Trainer:
                 if is_best:
                     save_checkpoint(best_path, {'model': state, 'epoch': epoch, 'best': best,
                                                 'config': ck['config']})
+                if cfg.keep_epochs:
+                    save_checkpoint(self.out / f'epoch{epoch + 1}.pt',
+                                    {'model': state, 'epoch': epoch, 'best': best,
+                                     'config': ck['config']})
                     save_json(self.out / 'best_metrics.json', record)
                 save_json(self.out / 'history.json', history)
                 save_json(self.out / 'config.json',

@@ -311,6 +311,16 @@ def test_zoom_crops_show_the_body_larger_with_exact_labels(tmp_path):
     assert zoomed > 6
     with pytest.raises(ValueError, match='zoom_crops'):
         CentroidTask(tr, tr, 'centroidnet', zoom_crops=1.5)
+    import subprocess
+    import sys
+    exe = str(Path(sys.executable).parent / 'spacenav')
+    for extra, words in ((['--zoom-crops', '-0.1'], 'must be in [0, 1]'),
+                         (['--arch', 'thesis', '--zoom-crops', '0.5'], 'centroidnet option')):
+        result = subprocess.run([exe, 'train', 'centroid', '--data', str(tr), '--val', str(tr),
+                                 '--out', str(tmp_path / 'run')] + extra,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and words in result.stderr, result.stderr
+        assert 'Traceback' not in result.stderr and not (tmp_path / 'run').exists()
 
 
 def test_keep_epochs_writes_every_epochs_weights(tmp_path):

@@ -153,9 +153,13 @@ def _run(task, cfg) -> int:
 def run_centroid(args) -> int:
     from spacenav_perception.training.centroid_task import (
         DEFAULT_PHOTOMETRIC as CENTROID_PHOTOMETRIC, CentroidTask, arch_defaults)
-    task = CentroidTask(args.data, args.val, args.arch, args.input_size, args.seed,
-                        args.p_empty, args.limit, args.shape_weight,
-                        args.photometric or CENTROID_PHOTOMETRIC, args.zoom_crops)
+    try:
+        task = CentroidTask(args.data, args.val, args.arch, args.input_size, args.seed,
+                            args.p_empty, args.limit, args.shape_weight,
+                            args.photometric or CENTROID_PHOTOMETRIC, args.zoom_crops)
+    except ValueError as exc:
+        print(f'spacenav train: error: {exc}', file=sys.stderr)
+        return 2
     return _run(task, _config(args, arch_defaults(args.arch)))
 
 

@@ -355,7 +355,10 @@ class CentroidTask:
         self.photometric = photometric
         if not 0.0 <= zoom_crops <= 1.0:
             raise ValueError(f'zoom_crops must be in [0, 1], got {zoom_crops}')
-        self.zoom_crops = float(zoom_crops) if arch == 'centroidnet' else 0.0
+        if zoom_crops and arch == 'thesis':
+            raise ValueError('zoom crops are a centroidnet option: the thesis recipe trains on '
+                             'whole frames only')
+        self.zoom_crops = float(zoom_crops)
         self.n_train = 0
         self.n_silhouettes = 0
 

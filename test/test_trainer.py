@@ -336,3 +336,27 @@ def test_keep_epochs_writes_every_epochs_weights(tmp_path):
     assert all(torch.equal(second['model'][k], last[k]) for k in last)
     assert not all(torch.equal(first['model'][k], last[k]) for k in last)
     assert json.loads((out / 'config.json').read_text())['zoom_crops'] == 0.5
+
+
+def test_several_data_folders_train_as_one_set(tmp_path):
+    """--data DIR DIR: both tasks read every folder, in order, as one training set (frames of
+    different sizes keep their own labels); the config names all of them."""
+    from spacenav_perception.training.data_roots import as_roots
+    a = make_asteroid_set(tmp_path / 'a', n=3, size=64, seed=8)
+    b = make_asteroid_set(tmp_path / 'b', n=2, size=96, seed=9)
+    task = CentroidTask([a, b], a, 'centroidnet', input_size=64, zoom_crops=0.5)
+    ds = task.datasets()[0]
+    assert len(ds) == 5 and task.n_train == 5 and len(ds.full) == 5
+    assert ds.wh[:, 0].tolist() == [64, 64, 64, 96, 96]
+    labels_b = np.loadtxt(b / 'labels.csv', delimiter=',', skiprows=1, usecols=(1, 2))
+    assert np.allclose(ds.uv[3:] * 96 - 0.5, labels_b, atol=1e-4)
+    assert task.config()['data'] == f'{a} {b}'
+    la = make_lunar_set(tmp_path / 'la', n=2, seed=1)
+    lb = make_lunar_set(tmp_path / 'lb', n=3, seed=2)
+    seg = SegmentationTask([la, lb], la, 'hazardnet', input_hw=(48, 64))
+    seg_ds = seg.datasets()[0]
+    assert len(seg_ds) == 5 and seg.config()['data'] == f'{la} {lb}'
+    one = SegmentationTask(lb, la, 'hazardnet', input_hw=(48, 64)).datasets()[0]
+    assert np.array_equal(seg_ds.labels[2:], one.labels)
+    with pytest.raises(ValueError, match='no data folder'):
+        as_roots([])

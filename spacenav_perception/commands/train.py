@@ -20,7 +20,9 @@ DEFAULT_REGION_LOSS = 'dice'
 
 
 def _common(p, defaults_note: str) -> None:
-    p.add_argument('--data', required=True, help='training dataset folder')
+    p.add_argument('--data', required=True, nargs='+', metavar='DIR',
+                   help='training dataset folder(s); several are read one after the other as '
+                        'one training set (--limit applies to each)')
     p.add_argument('--val', required=True, help='validation dataset folder')
     p.add_argument('--out', required=True, help='run folder (checkpoints, curves, overlays)')
     p.add_argument('--epochs', type=int, default=None, help=f'epochs ({defaults_note})')

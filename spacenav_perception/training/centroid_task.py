@@ -32,6 +32,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from . import plots
+from .data_roots import describe, load_roots
 from .trainer import adamw_one_cycle
 from ..data.asteroid_dataset import read_image, read_index, to_unit_float
 from ..data.augment import PHOTOMETRIC_MODES
@@ -167,8 +168,8 @@ class CentroidDataset(Dataset):
         self.photometric = photometric
         self.augment = train and arch != 'thesis'
         self.zoom_crops = zoom_crops if self.augment else 0.0
-        loaded = load_centroid_set(root, size, 'train' if train else 'val', limit,
-                                   keep_full=self.zoom_crops > 0)
+        loaded = load_roots(load_centroid_set, root, size, 'train' if train else 'val', limit,
+                            keep_full=self.zoom_crops > 0)
         self.images, self.uv, self.wh, self.inview, self.names, self.sils = loaded[:6]
         self.full = loaded[6] if self.zoom_crops > 0 else None
         self.n_silhouettes = sum(m is not None for m in self.sils)
@@ -375,7 +376,7 @@ class CentroidTask:
         self.n_train, self.n_val = len(tr), len(va)
         self.n_silhouettes = tr.n_silhouettes
         if self.shape_weight > 0 and not tr.n_silhouettes:
-            print(f'note: {self.data} has no silhouettes/ (render with a current `spacenav synth '
+            print(f'note: {describe(self.data)} has no silhouettes/ (render with a current `spacenav synth '
                   'asteroid`): training without the shape term')
         return tr, va
 
@@ -384,7 +385,7 @@ class CentroidTask:
         return {'input': {'height': s, 'width': s, 'channels': 1, 'resize': 'area',
                           'mean': [0.0], 'std': [1.0]},
                 'output': 'xy_input_px' if self.arch == 'thesis' else 'xy_norm_logit',
-                'class_names': [], 'data': str(self.data), 'val': str(self.val),
+                'class_names': [], 'data': describe(self.data), 'val': str(self.val),
                 'n_train': self.n_train, 'n_val': getattr(self, 'n_val', 0),
                 'loss': 'mse (input px)' if self.arch == 'thesis' else
                         'smooth-l1 (px of 1024-px frame) + bce(in-view)'

@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from . import plots
+from .data_roots import describe, load_roots
 from .trainer import adamw_one_cycle
 from ..core.lunar_classes import CLASS_NAMES as LUNAR_CLASS_NAMES, NUM_CLASSES
 from ..core.manifest import COLOR_MODES
@@ -112,9 +113,8 @@ class SegmentationDataset(Dataset):
     def __init__(self, root, hw, masks='clean', train=False, augment=True, seed=0, limit=0,
                  crop_hw=None, color='rgb', photometric=DEFAULT_PHOTOMETRIC):
         self.wide = photometric == 'wide'
-        self.images, self.labels = load_segmentation_set(root, hw, masks,
-                                                         'train' if train else 'val', limit,
-                                                         color)
+        self.images, self.labels = load_roots(load_segmentation_set, root, hw, masks,
+                                              'train' if train else 'val', limit, color)
         self.crop_hw = tuple(crop_hw) if (crop_hw and train) else None
         self.train, self.augment, self.seed, self.epoch = train, augment and train, seed, 0
         self.mean = np.asarray(MEAN, np.float32)[:, None, None]
@@ -235,7 +235,7 @@ class SegmentationTask:
         return {'input': {'height': h, 'width': w, 'channels': 3, 'resize': 'area',
                           'mean': MEAN, 'std': STD, 'color': self.color},
                 'output': 'logits_nchw', 'class_names': CLASS_NAMES, 'masks': self.masks,
-                'data': str(self.data), 'val': str(self.val), 'n_train': self.n_train,
+                'data': describe(self.data), 'val': str(self.val), 'n_train': self.n_train,
                 'n_val': self.n_val, 'train_crop_hw': list(self.crop_hw) if self.crop_hw else None,
                 'photometric': self.photometric,
                 'loss': 'cross-entropy' if self.arch == 'unet' else

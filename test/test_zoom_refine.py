@@ -118,6 +118,15 @@ def test_lit_extent_finds_the_body_not_the_stars():
     assert zoom.lit_extent(np.zeros((50, 50))) is None
 
 
+def test_frame_extent_is_in_frame_pixels_and_none_without_a_second_pass():
+    f = disc(60.0, 70.0, 15.0) * 0.8               # the model input of a 4x larger frame
+    w, h, _ = zoom.lit_extent(f)
+    assert zoom.frame_extent(f, f.shape[1] * 4, f.shape[0] * 4) == 4 * max(w, h)
+    assert zoom.frame_extent(f, f.shape[1] * 4, f.shape[0] * 2) == max(4 * w, 2 * h)
+    assert zoom.frame_extent(disc(2.0, 70.0, 15.0), 800, 800) is None   # cut by the edge
+    assert zoom.frame_extent(np.zeros((50, 50)), 200, 200) is None
+
+
 def test_bad_factors_are_refused_everywhere(reference, tmp_path):
     assert zoom_refine_problem(0.0) is None and zoom_refine_problem(2.25) is None
     for bad in (0.5, 100.0, float('nan'), 'wide', True):

@@ -93,10 +93,9 @@ class CentroidPredictor:
     def _crop(self, x_input, x: float, y: float, width: int, height: int):
         """The zoom-refine crop window for a first answer at (x, y), or None."""
         first = x_input[0, 0].float().cpu().numpy() * self._std0 + self._mean0
-        found = zoom.lit_extent(first)
-        if found is None or found[2]:
+        extent = zoom.frame_extent(first, width, height)
+        if extent is None:
             return None
-        extent = max(found[0] * width / self._in_width, found[1] * height / self._in_height)
         return zoom.crop_window(x, y, extent, self.zoom_refine, width, height)
 
     def predict(self, image: np.ndarray, encoding: str = 'mono8') -> CentroidResult:

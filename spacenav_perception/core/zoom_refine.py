@@ -41,6 +41,17 @@ def lit_extent(image01: np.ndarray):
     return w, h, touches
 
 
+def frame_extent(model_input01: np.ndarray, width: int, height: int):
+    """The lit extent in pixels of a `width` x `height` frame, measured on its model input (a
+    2-D image in [0, 1]); None when there is no second pass to make (nothing lit, or the lit
+    group touches the edge)."""
+    found = lit_extent(model_input01)
+    if found is None or found[2]:
+        return None
+    in_height, in_width = np.shape(model_input01)
+    return max(found[0] * width / in_width, found[1] * height / in_height)
+
+
 def crop_window(x: float, y: float, extent: float, factor: float, width: int, height: int):
     """(x0, y0, side) of the square crop centred near (x, y) with side factor * extent (frame
     pixels), even corner and side, inside the frame; None when it would not be smaller than the

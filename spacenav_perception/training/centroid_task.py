@@ -181,10 +181,10 @@ class CentroidDataset(Dataset):
         self.zoom_extent = np.zeros(len(self.images), np.float32)
         if self.full is not None:
             for i, im in enumerate(self.images):
-                found = zoom.lit_extent(im.astype(np.float32) / 255.0)
-                if found is not None and not found[2] and self.inview[i]:
+                if self.inview[i]:
                     w, h = self.wh[i]
-                    self.zoom_extent[i] = max(found[0] * w / size, found[1] * h / size)
+                    self.zoom_extent[i] = zoom.frame_extent(im.astype(np.float32) / 255.0,
+                                                            w, h) or 0.0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

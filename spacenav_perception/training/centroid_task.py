@@ -34,9 +34,9 @@ from tqdm import tqdm
 from . import plots
 from .data_roots import describe, load_roots
 from .trainer import adamw_one_cycle
+from ..core import zoom_refine as zoom
 from ..data.asteroid_dataset import read_image, read_index, to_unit_float
 from ..data.augment import PHOTOMETRIC_MODES
-from ..core import zoom_refine as zoom
 from ..data.problems import DataProblems, UnusableDataset
 
 ARCHS = ('centroidnet', 'thesis')
